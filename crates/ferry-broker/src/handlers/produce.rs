@@ -1,0 +1,103 @@
+//! Produce: validate and append each partition's batches, then answer after the fsync
+//! (acks=all) or at once (acks=1), or not at all (acks=0).
+//!
+//! Appends run synchronously while the request is dispatched, so batches from one connection
+//! reach the log in the order they were sent. Durability is a separate step: every request's
+//! partitions are flushed through [`ferry_log::PartitionLog::flush_to`], which is a group commit,
+//! so concurrent producers share fsyncs. Consumers only see flushed data, so even acks=1/0
+//! requests start a flush in the background.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+
+use super::{Reply, error_code};
+use crate::state::Shared;
+
+/// A partition whose append must be fsynced before it is answered.
+struct ToFlush {
+    topic: usize,
+    partition: usize,
+    log: Arc<ferry_log::PartitionLog>,
+    end_offset: i64,
+}
+
+pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply {
+    let acks = req.acks;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    let mut to_flush = Vec::new();
+    for (ti, topic_data) in req.topic_data.into_iter().enumerate() {
+        let name = topic_data.name.0.to_string();
+        let topic = shared.topic_for_write(&name, true);
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
+            let mut resp = PartitionProduceResponse::default().with_index(data.index).with_base_offset(-1);
+            let log = match &topic {
+                _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks.code()),
+                Ok(Some(t)) => usize::try_from(data.index)
+                    .ok()
+                    .and_then(|i| t.partition(i as u32))
+                    .ok_or(ResponseError::UnknownTopicOrPartition.code()),
+                Ok(None) => Err(ResponseError::UnknownTopicOrPartition.code()),
+                Err(e) => Err(error_code(e)),
+            };
+            let appended = log.and_then(|log| {
+                let records = data.records.as_deref().unwrap_or_default();
+                match log.append(records) {
+                    Ok(info) => Ok((log, info)),
+                    Err(e) => {
+                        tracing::debug!(topic = %name, partition = data.index, error = %e, "produce rejected");
+                        Err(error_code(&e))
+                    }
+                }
+            });
+            match appended {
+                Ok((log, info)) => {
+                    resp.base_offset = info.base_offset;
+                    resp.log_start_offset = info.log_start_offset;
+                    to_flush.push(ToFlush { topic: ti, partition: pi, log, end_offset: info.end_offset });
+                }
+                Err(code) => resp.error_code = code,
+            }
+            partitions.push(resp);
+        }
+        responses.push(TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partitions));
+    }
+    let mut response = ProduceResponse::default().with_responses(responses);
+
+    if acks != -1 {
+        // Make the data visible to consumers soon; the producer does not wait for it.
+        tokio::spawn(flush_all(to_flush));
+        return Box::pin(async move { (acks != 0).then(|| ResponseKind::from(response)) });
+    }
+    Box::pin(async move {
+        for (flushed, failed) in flush_all(to_flush).await {
+            if let Some(e) = failed {
+                tracing::error!(error = %e, "fsync failed; answering KAFKA_STORAGE_ERROR");
+                let p = &mut response.responses[flushed.topic].partition_responses[flushed.partition];
+                p.error_code = ResponseError::KafkaStorageError.code();
+                p.base_offset = -1;
+            }
+        }
+        Some(response.into())
+    })
+}
+
+/// Flush every partition concurrently; each result pairs the partition with its error, if any.
+async fn flush_all(to_flush: Vec<ToFlush>) -> Vec<(ToFlush, Option<String>)> {
+    join_all(to_flush.into_iter().map(|f| async move {
+        let log = f.log.clone();
+        let end = f.end_offset;
+        let result = tokio::task::spawn_blocking(move || log.flush_to(end)).await;
+        let failed = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(join) => Some(join.to_string()),
+        };
+        (f, failed)
+    }))
+    .await
+}

@@ -1,0 +1,167 @@
+//! Ferry's built-in Kafka-compatible broker.
+//!
+//! A single-node broker that speaks the Kafka wire protocol (decoded and encoded by the
+//! `kafka-protocol` crate) over a [`ferry_log::Store`]. Unmodified Kafka clients (librdkafka,
+//! kcat, kafka-python, kafkajs, the Java client) produce to it and fetch from it.
+//!
+//! Threads and tasks: one accept task; per connection a reader task (decodes frames and runs the
+//! synchronous part of each handler, such as appending to a log) and a writer task (awaits each
+//! request's reply in order and writes it); fsyncs run on tokio's blocking pool; one retention
+//! task. See `server.rs` for why requests are pipelined that way.
+//!
+//! Durability: a produce with acks=all is answered after its data is fsynced; consumers see only
+//! fsynced data (the high watermark is the durable end of the log), so a crash can never take
+//! back a record that someone has read.
+
+mod codec;
+mod config;
+mod handlers;
+mod server;
+mod state;
+mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use codec::{DecodeError, decode_request};
+pub use config::BrokerConfig;
+pub use versions::{SUPPORTED, Supported};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::state::Shared;
+
+/// Errors that stop the broker from starting or running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address we tried.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The data directory could not be opened or recovered.
+    #[error("storage: {0}")]
+    Storage(#[from] ferry_log::Error),
+    /// A background task failed (a panic in storage code).
+    #[error("broker task failed: {0}")]
+    Task(String),
+    /// The data directory's own files (the cluster id) could not be read or written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The file involved.
+        path: std::path::PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// A running broker. Dropping it does not stop the broker; call [`BrokerHandle::shutdown`].
+#[derive(Debug)]
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BrokerHandle {
+    /// The address the broker listens on (with the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `host:port` for a client's `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        self.local_addr.to_string()
+    }
+
+    /// Stop accepting, close connections, flush every partition.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let shared = self.shared;
+        tokio::task::spawn_blocking(move || shared.store.flush_all())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+/// Start a broker: open (and recover) the data directory, bind, and serve in background tasks.
+pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
+    let data_ready = Arc::new(Notify::new());
+    let listener_signal = data_ready.clone();
+    let listener: ferry_log::DurableListener = Arc::new(move || listener_signal.notify_waiters());
+    let data_dir = config.data_dir.clone();
+    let log_defaults = config.log.clone();
+    let (store, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+        std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir { path: data_dir.clone(), source })?;
+        let cluster_id = cluster_id(&data_dir)?;
+        let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
+        Ok((store, cluster_id))
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+
+    let tcp = TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
+    let local_addr = tcp.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;
+    let host = config.advertised_host.clone().unwrap_or_else(|| {
+        if local_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local_addr.ip().to_string() }
+    });
+    let shared = Arc::new(Shared {
+        store,
+        data_ready,
+        advertised: (host, i32::from(local_addr.port())),
+        cluster_id,
+        config,
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(server::accept_loop(tcp, shared.clone(), shutdown_rx.clone())),
+        tokio::spawn(retention_loop(shared.clone(), shutdown_rx)),
+    ];
+    tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
+    Ok(BrokerHandle { local_addr, shared, shutdown, tasks })
+}
+
+/// Apply retention now and then, off the async threads.
+async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.config.retention_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let s = shared.clone();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        match tokio::task::spawn_blocking(move || s.store.enforce_retention(now_ms)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
+            Err(e) => tracing::warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// The data directory's cluster id, made on first start and kept in `cluster.id`.
+fn cluster_id(data_dir: &std::path::Path) -> Result<String, Error> {
+    let path = data_dir.join("cluster.id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        Ok(_) | Err(_) => {
+            let id = format!("ferry-{}", uuid::Uuid::new_v4().simple());
+            std::fs::write(&path, &id).map_err(|source| Error::DataDir { path: path.clone(), source })?;
+            Ok(id)
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The APIs and versions this broker implements, and what it advertises in ApiVersions.
+//!
+//! Clients pick features from ApiVersions, so this table lists only what the handlers really
+//! implement (a pitfall of other Kafka-compatible brokers is advertising more). Each range is
+//! also inside what the `kafka-protocol` crate can decode and encode.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One implemented API with its inclusive version range.
+#[derive(Debug, Clone, Copy)]
+pub struct Supported {
+    /// The API.
+    pub key: ApiKey,
+    /// Lowest version handled.
+    pub min: i16,
+    /// Highest version handled.
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
+    Supported { key, min, max }
+}
+
+/// Every API the broker answers. Record batches (magic 2) need Produce >= 3 and Fetch >= 4.
+/// Fetch stops at 12: from 13 on it addresses topics by id only, which buys nothing here.
+pub const SUPPORTED: &[Supported] = &[
+    api(ApiKey::Produce, 3, 9),
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::ListOffsets, 1, 7),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The supported range for `key`, if the broker implements it at all.
+pub fn supported(key: ApiKey) -> Option<Supported> {
+    SUPPORTED.iter().copied().find(|s| s.key == key)
+}
+
+/// Whether `key` at `version` is handled.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported(key).is_some_and(|s| (s.min..=s.max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_range_is_inside_the_codec_range() {
+        for s in SUPPORTED {
+            let codec = s.key.valid_versions();
+            assert!(s.min <= s.max, "{:?}", s.key);
+            assert!(codec.min <= s.min && s.max <= codec.max, "{:?}: {}..{} vs {codec}", s.key, s.min, s.max);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Per-topic log configuration, named and defaulted the way Kafka names and defaults it.
+//!
+//! A topic's effective config is the broker-wide defaults with the topic's overrides applied
+//! ([`LogConfig::with_overrides`]); only the overrides are persisted, so changing a broker default
+//! changes every topic that does not override it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How a partition log stores, indexes, rolls and deletes its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment when an append would make it larger than this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when its first batch is older than this.
+    pub segment_ms: u64,
+    /// `retention.ms`: delete closed segments whose newest timestamp is older; `None` keeps them forever.
+    pub retention_ms: Option<i64>,
+    /// `retention.bytes`: delete the oldest closed segments while the partition is larger; `None` = no limit.
+    pub retention_bytes: Option<u64>,
+    /// `index.interval.bytes`: bytes of batches between two sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `cleanup.policy`: `delete`, `compact` or both; stored for DescribeConfigs, only `delete` is acted on.
+    pub cleanup_policy: String,
+    /// `max.message.bytes`: the largest record batch a producer may append.
+    pub max_message_bytes: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * DAY_MS,
+            retention_ms: Some(7 * DAY_MS as i64),
+            retention_bytes: None,
+            index_interval_bytes: 4096,
+            cleanup_policy: "delete".to_owned(),
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+/// The Kafka config names this crate understands, in the order [`LogConfig::entries`] lists them.
+pub const CONFIG_NAMES: [&str; 7] = [
+    "cleanup.policy",
+    "index.interval.bytes",
+    "max.message.bytes",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+impl LogConfig {
+    /// Returns this config with Kafka topic config overrides applied, by their Kafka names.
+    /// An unknown key or a value that does not parse or is out of range is [`Error::InvalidConfig`].
+    pub fn with_overrides<'a>(
+        &self,
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<LogConfig> {
+        let mut config = self.clone();
+        for (key, value) in overrides {
+            config.set(key, value.trim())?;
+        }
+        Ok(config)
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            // Positions in the sparse index are 32-bit and Kafka caps segment.bytes at i32::MAX.
+            "segment.bytes" => self.segment_bytes = parse_in(key, value, 1, i32::MAX as u64)?,
+            "segment.ms" => self.segment_ms = parse_in(key, value, 1, i64::MAX as u64)?,
+            "retention.ms" => self.retention_ms = parse_limit(key, value)?,
+            "retention.bytes" => {
+                self.retention_bytes = parse_limit(key, value)?.map(|v: i64| v as u64)
+            }
+            "index.interval.bytes" => {
+                self.index_interval_bytes = parse_in(key, value, 0, i32::MAX as u64)? as u32
+            }
+            "max.message.bytes" => {
+                self.max_message_bytes = parse_in(key, value, 0, i32::MAX as u64)? as u32
+            }
+            "cleanup.policy" => self.cleanup_policy = parse_cleanup_policy(value)?,
+            _ => return Err(Error::InvalidConfig(format!("unknown topic config {key:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Every config as (Kafka name, value) for DescribeConfigs, sorted by name. Unlimited
+    /// retention is reported as `-1`, as Kafka does.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let unlimited = |v: Option<String>| v.unwrap_or_else(|| "-1".to_owned());
+        let entries = vec![
+            ("cleanup.policy", self.cleanup_policy.clone()),
+            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            ("max.message.bytes", self.max_message_bytes.to_string()),
+            (
+                "retention.bytes",
+                unlimited(self.retention_bytes.map(|v| v.to_string())),
+            ),
+            (
+                "retention.ms",
+                unlimited(self.retention_ms.map(|v| v.to_string())),
+            ),
+            ("segment.bytes", self.segment_bytes.to_string()),
+            ("segment.ms", self.segment_ms.to_string()),
+        ];
+        debug_assert!(entries.iter().map(|e| e.0).eq(CONFIG_NAMES));
+        entries
+    }
+}
+
+fn parse_in(key: &str, value: &str, min: u64, max: u64) -> Result<u64> {
+    match value.parse::<u64>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(Error::InvalidConfig(format!(
+            "{key} must be an integer in {min}..={max}, got {value:?}"
+        ))),
+    }
+}
+
+/// A retention limit: a non-negative number, or `-1` for none.
+fn parse_limit(key: &str, value: &str) -> Result<Option<i64>> {
+    match value.parse::<i64>() {
+        Ok(-1) => Ok(None),
+        Ok(v) if v >= 0 => Ok(Some(v)),
+        _ => Err(Error::InvalidConfig(format!(
+            "{key} must be -1 or a non-negative integer, got {value:?}"
+        ))),
+    }
+}
+
+fn parse_cleanup_policy(value: &str) -> Result<String> {
+    let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    match parts.as_slice() {
+        ["delete"] | ["compact"] | ["compact", "delete"] => Ok(parts.join(",")),
+        _ => Err(Error::InvalidConfig(format!(
+            "cleanup.policy must be delete, compact or both, got {value:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_ok(key: &str, value: &str, expect: impl Fn(&LogConfig) -> bool) {
+        let config = LogConfig::default().with_overrides([(key, value)]).unwrap();
+        assert!(expect(&config), "{key}={value} gave {config:?}");
+    }
+
+    #[track_caller]
+    fn check_err(key: &str, value: &str) {
+        let result = LogConfig::default().with_overrides([(key, value)]);
+        assert!(matches!(result, Err(Error::InvalidConfig(_))), "{key}={value}: {result:?}");
+    }
+
+    #[test]
+    fn overrides_parse() {
+        check_ok("segment.bytes", "1024", |c| c.segment_bytes == 1024);
+        check_ok("segment.ms", "60000", |c| c.segment_ms == 60_000);
+        check_ok("retention.ms", "-1", |c| c.retention_ms.is_none());
+        check_ok("retention.ms", "1000", |c| c.retention_ms == Some(1000));
+        check_ok("retention.bytes", "4096", |c| c.retention_bytes == Some(4096));
+        check_ok("retention.bytes", "-1", |c| c.retention_bytes.is_none());
+        check_ok("index.interval.bytes", "0", |c| c.index_interval_bytes == 0);
+        check_ok("max.message.bytes", "100", |c| c.max_message_bytes == 100);
+        check_ok("cleanup.policy", "delete,compact", |c| c.cleanup_policy == "compact,delete");
+    }
+
+    #[test]
+    fn bad_overrides_are_rejected() {
+        check_err("segment.bytes", "0");
+        check_err("segment.bytes", "abc");
+        check_err("segment.bytes", "4294967296");
+        check_err("retention.ms", "-2");
+        check_err("cleanup.policy", "shred");
+        check_err("no.such.config", "1");
+    }
+
+    #[test]
+    fn entries_round_trip_through_overrides() {
+        let config = LogConfig::default()
+            .with_overrides([("retention.bytes", "10"), ("segment.ms", "5")])
+            .unwrap();
+        let entries = config.entries();
+        let names: Vec<_> = entries.iter().map(|e| e.0).collect();
+        assert_eq!(names, CONFIG_NAMES);
+        let again = LogConfig::default()
+            .with_overrides(entries.iter().map(|(k, v)| (*k, v.as_str())))
+            .unwrap();
+        assert_eq!(again, config);
+    }
+}
