@@ -203,7 +203,9 @@ pub fn validate_batches(buf: &[u8]) -> Result<Vec<BatchHeader>> {
 
 fn at_position(error: Error, pos: usize) -> Error {
     match error {
-        Error::CorruptBatch(reason) => Error::CorruptBatch(format!("batch at byte {pos}: {reason}")),
+        Error::CorruptBatch(reason) => {
+            Error::CorruptBatch(format!("batch at byte {pos}: {reason}"))
+        }
         Error::InvalidRecords(reason) => {
             Error::InvalidRecords(format!("batch at byte {pos}: {reason}"))
         }
@@ -272,7 +274,10 @@ mod tests {
     #[test]
     fn count_must_match_offset_delta() {
         let b = header_only_batch(1, 1);
-        assert!(matches!(validate_batches(&b), Err(Error::InvalidRecords(_))));
+        assert!(matches!(
+            validate_batches(&b),
+            Err(Error::InvalidRecords(_))
+        ));
     }
 
     #[test]

@@ -84,7 +84,11 @@ impl LogConfig {
                 self.max_message_bytes = parse_in(key, value, 0, i32::MAX as u64)? as u32
             }
             "cleanup.policy" => self.cleanup_policy = parse_cleanup_policy(value)?,
-            _ => return Err(Error::InvalidConfig(format!("unknown topic config {key:?}"))),
+            _ => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown topic config {key:?}"
+                )));
+            }
         }
         Ok(())
     }
@@ -95,7 +99,10 @@ impl LogConfig {
         let unlimited = |v: Option<String>| v.unwrap_or_else(|| "-1".to_owned());
         let entries = vec![
             ("cleanup.policy", self.cleanup_policy.clone()),
-            ("index.interval.bytes", self.index_interval_bytes.to_string()),
+            (
+                "index.interval.bytes",
+                self.index_interval_bytes.to_string(),
+            ),
             ("max.message.bytes", self.max_message_bytes.to_string()),
             (
                 "retention.bytes",
@@ -158,7 +165,10 @@ mod tests {
     #[track_caller]
     fn check_err(key: &str, value: &str) {
         let result = LogConfig::default().with_overrides([(key, value)]);
-        assert!(matches!(result, Err(Error::InvalidConfig(_))), "{key}={value}: {result:?}");
+        assert!(
+            matches!(result, Err(Error::InvalidConfig(_))),
+            "{key}={value}: {result:?}"
+        );
     }
 
     #[test]
@@ -167,11 +177,15 @@ mod tests {
         check_ok("segment.ms", "60000", |c| c.segment_ms == 60_000);
         check_ok("retention.ms", "-1", |c| c.retention_ms.is_none());
         check_ok("retention.ms", "1000", |c| c.retention_ms == Some(1000));
-        check_ok("retention.bytes", "4096", |c| c.retention_bytes == Some(4096));
+        check_ok("retention.bytes", "4096", |c| {
+            c.retention_bytes == Some(4096)
+        });
         check_ok("retention.bytes", "-1", |c| c.retention_bytes.is_none());
         check_ok("index.interval.bytes", "0", |c| c.index_interval_bytes == 0);
         check_ok("max.message.bytes", "100", |c| c.max_message_bytes == 100);
-        check_ok("cleanup.policy", "delete,compact", |c| c.cleanup_policy == "compact,delete");
+        check_ok("cleanup.policy", "delete,compact", |c| {
+            c.cleanup_policy == "compact,delete"
+        });
     }
 
     #[test]

@@ -51,15 +51,20 @@ impl OffsetIndex {
     /// increasing, every offset below `offset_span` and every position below `log_size`. Any
     /// inconsistency returns the reason, and the caller rebuilds the index by scanning.
     pub(crate) fn decode(bytes: &[u8], offset_span: u64, log_size: u64) -> Result<Self, String> {
-        if bytes.len() % OFFSET_ENTRY_LEN != 0 {
-            return Err(format!("size {} is not a multiple of {OFFSET_ENTRY_LEN}", bytes.len()));
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_LEN) {
+            return Err(format!(
+                "size {} is not a multiple of {OFFSET_ENTRY_LEN}",
+                bytes.len()
+            ));
         }
         let mut index = OffsetIndex::default();
         for chunk in bytes.chunks_exact(OFFSET_ENTRY_LEN) {
             let offset = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
             let position = u32::from_be_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
             if u64::from(offset) >= offset_span || u64::from(position) >= log_size {
-                return Err(format!("entry ({offset}, {position}) lies beyond the segment"));
+                return Err(format!(
+                    "entry ({offset}, {position}) lies beyond the segment"
+                ));
             }
             if let Some(&(last_offset, last_position)) = index.entries.last()
                 && (offset <= last_offset || position <= last_position)
@@ -109,8 +114,11 @@ impl TimeIndex {
 
     /// Decodes a time index file; same consistency rules as [`OffsetIndex::decode`].
     pub(crate) fn decode(bytes: &[u8], offset_span: u64) -> Result<Self, String> {
-        if bytes.len() % TIME_ENTRY_LEN != 0 {
-            return Err(format!("size {} is not a multiple of {TIME_ENTRY_LEN}", bytes.len()));
+        if !bytes.len().is_multiple_of(TIME_ENTRY_LEN) {
+            return Err(format!(
+                "size {} is not a multiple of {TIME_ENTRY_LEN}",
+                bytes.len()
+            ));
         }
         let mut index = TimeIndex::default();
         for chunk in bytes.chunks_exact(TIME_ENTRY_LEN) {
@@ -119,7 +127,9 @@ impl TimeIndex {
             let timestamp = i64::from_be_bytes(ts);
             let offset = u32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
             if u64::from(offset) >= offset_span {
-                return Err(format!("entry ({timestamp}, {offset}) lies beyond the segment"));
+                return Err(format!(
+                    "entry ({timestamp}, {offset}) lies beyond the segment"
+                ));
             }
             if let Some(&(last_ts, last_offset)) = index.entries.last()
                 && (timestamp <= last_ts || offset <= last_offset)
@@ -145,7 +155,10 @@ mod tests {
         assert_eq!(index.lookup(10), 100);
         assert_eq!(index.lookup(19), 100);
         assert_eq!(index.lookup(25), 200);
-        assert_eq!(OffsetIndex::decode(&index.encode(), 30, 300).unwrap(), index);
+        assert_eq!(
+            OffsetIndex::decode(&index.encode(), 30, 300).unwrap(),
+            index
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::batch::{self, BatchHeader, validate_batches};
+use crate::batch::{self, BATCH_HEADER_LEN, BatchHeader, validate_batches};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::segment::{self, Segment};
@@ -141,7 +141,9 @@ impl PartitionLog {
         let interval = config.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for pair in bases.windows(2) {
-            segments.push(Arc::new(Segment::open_closed(dir, pair[0], pair[1], interval)?));
+            segments.push(Arc::new(Segment::open_closed(
+                dir, pair[0], pair[1], interval,
+            )?));
         }
         let active = match bases.last() {
             Some(&base) => Segment::recover_active(dir, base, interval, now_ms())?,
@@ -169,7 +171,11 @@ impl PartitionLog {
             config: RwLock::new(config),
             listener,
             flusher: Mutex::new(()),
-            writer: Mutex::new(Writer { active, next_offset: log_end, deleted: false }),
+            writer: Mutex::new(Writer {
+                active,
+                next_offset: log_end,
+                deleted: false,
+            }),
             view: RwLock::new(view),
         })
     }
@@ -185,8 +191,14 @@ impl PartitionLog {
     pub fn append(&self, records: &[u8]) -> Result<AppendInfo> {
         let mut headers = validate_batches(records)?;
         let config = self.config.read().clone();
-        if let Some(h) = headers.iter().find(|h| h.total_len() > config.max_message_bytes as usize) {
-            return Err(Error::RecordTooLarge { size: h.total_len(), max: config.max_message_bytes });
+        if let Some(h) = headers
+            .iter()
+            .find(|h| h.total_len() > config.max_message_bytes as usize)
+        {
+            return Err(Error::RecordTooLarge {
+                size: h.total_len(),
+                max: config.max_message_bytes,
+            });
         }
         // Copy before taking the lock: the rewrite needs a mutable buffer and the copy is the slow part.
         let mut batches = records.to_vec();
@@ -209,14 +221,21 @@ impl PartitionLog {
         if must_roll(&writer.active, batches.len(), next - 1, now, &config) {
             self.roll(&mut writer)?;
         }
-        writer.active.append(&batches, &headers, config.index_interval_bytes, now)?;
+        writer
+            .active
+            .append(&batches, &headers, config.index_interval_bytes, now)?;
         writer.next_offset = next;
         let log_start_offset = {
             let mut view = self.view.write();
             view.log_end = next;
             view.log_start
         };
-        Ok(AppendInfo { base_offset, last_offset: next - 1, end_offset: next, log_start_offset })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            end_offset: next,
+            log_start_offset,
+        })
     }
 
     /// Closes the active segment (fsync, index files) and starts a new one at the log end. Everything
@@ -298,6 +317,11 @@ impl PartitionLog {
         }
         let records = &mut result.records;
         for (k, segment) in segments.iter().enumerate() {
+            let room = max_bytes.saturating_sub(records.len());
+            let must_take_one = min_one && records.is_empty();
+            if room < BATCH_HEADER_LEN && !must_take_one {
+                break;
+            }
             let limit = durable.readable_len(segment);
             if limit == 0 {
                 if segment.base_offset() >= durable.segment_base {
@@ -305,13 +329,18 @@ impl PartitionLog {
                 }
                 continue;
             }
-            let target = if k == 0 { offset } else { segment.base_offset() };
+            // Later segments are read from their start; the index finds the position in the first.
+            let target = if k == 0 {
+                offset
+            } else {
+                segment.base_offset()
+            };
             let Some((start, first)) = segment.find_batch(target, limit)? else {
                 continue;
             };
             let available = (limit - start) as usize;
-            let mut want = available.min(max_bytes.saturating_sub(records.len()));
-            if min_one && records.is_empty() {
+            let mut want = available.min(room);
+            if must_take_one {
                 want = want.max(first.total_len());
             }
             if want < first.total_len() {
@@ -338,10 +367,21 @@ impl PartitionLog {
         let view = self.view.read();
         let end = end(&view);
         if offset < view.log_start || offset > end {
-            return Err(Error::OffsetOutOfRange { requested: offset, start: view.log_start, end });
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                start: view.log_start,
+                end,
+            });
         }
-        let index = view.segments.partition_point(|s| s.base_offset() <= offset).saturating_sub(1);
-        Ok((view.segments[index..].to_vec(), view.durable, view.log_start))
+        let index = view
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        Ok((
+            view.segments[index..].to_vec(),
+            view.durable,
+            view.log_start,
+        ))
     }
 
     fn snapshot(&self) -> (Vec<Arc<Segment>>, DurablePoint) {
@@ -370,7 +410,11 @@ impl PartitionLog {
         let (segments, durable) = self.snapshot();
         for segment in &segments {
             let limit = durable.readable_len(segment);
-            if limit == 0 || segment.max_timestamp().is_none_or(|(max, _)| max < timestamp) {
+            if limit == 0
+                || segment
+                    .max_timestamp()
+                    .is_none_or(|(max, _)| max < timestamp)
+            {
                 continue;
             }
             if let Some(header) = segment.find_timestamp(timestamp, limit)? {
@@ -496,7 +540,13 @@ impl PartitionLog {
 }
 
 /// Whether the next append of `incoming` bytes ending at `last_offset` must go to a new segment.
-fn must_roll(active: &Segment, incoming: usize, last_offset: i64, now: i64, config: &LogConfig) -> bool {
+fn must_roll(
+    active: &Segment,
+    incoming: usize,
+    last_offset: i64,
+    now: i64,
+    config: &LogConfig,
+) -> bool {
     if active.is_empty() {
         // A batch larger than segment.bytes still has to go somewhere.
         return false;

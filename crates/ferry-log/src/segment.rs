@@ -69,6 +69,15 @@ impl SegmentMeta {
         }
     }
 
+    /// Makes the time index's last entry the segment's true maximum, which a closed segment's
+    /// max timestamp is read back from when it is next opened.
+    fn seal(&mut self, base: i64) {
+        if self.max_timestamp != i64::MIN {
+            let relative = (self.offset_of_max_timestamp - base) as u32;
+            self.times.maybe_push(self.max_timestamp, relative);
+        }
+    }
+
     /// Accounts for a batch written at `position`, adding index entries when one interval of bytes
     /// has gone by since the previous entry.
     fn record(&mut self, base: i64, position: u64, header: &BatchHeader, interval: u32) {
@@ -103,7 +112,14 @@ struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     fn new(file: &'a File, path: &'a Path, limit: u64, chunk: usize) -> Self {
-        ChunkReader { file, path, limit, chunk, buf: Vec::new(), start: 0 }
+        ChunkReader {
+            file,
+            path,
+            limit,
+            chunk,
+            buf: Vec::new(),
+            start: 0,
+        }
     }
 
     /// The bytes `pos..pos + len`, or `None` if they reach past the limit.
@@ -134,8 +150,19 @@ struct Scan {
 /// Walks every batch of a file from the start, rebuilding the indexes. With `verify_crc`, each
 /// batch is read whole and its CRC-32C checked (the active segment after a crash); otherwise only
 /// headers are read (a closed segment whose index file is unusable).
-fn scan_file(file: &File, path: &Path, base: i64, size: u64, verify_crc: bool, interval: u32) -> Result<Scan> {
-    let chunk = if verify_crc { RECOVERY_CHUNK } else { SCAN_CHUNK };
+fn scan_file(
+    file: &File,
+    path: &Path,
+    base: i64,
+    size: u64,
+    verify_crc: bool,
+    interval: u32,
+) -> Result<Scan> {
+    let chunk = if verify_crc {
+        RECOVERY_CHUNK
+    } else {
+        SCAN_CHUNK
+    };
     let mut reader = ChunkReader::new(file, path, size, chunk);
     let mut meta = SegmentMeta::new(base);
     let mut pos = 0;
@@ -153,13 +180,17 @@ fn scan_file(file: &File, path: &Path, base: i64, size: u64, verify_crc: bool, i
         let total = header.total_len();
         if verify_crc {
             let Some(bytes) = reader.get(pos, total)? else {
-                break Some(format!("batch of {total} bytes extends past the end of the file"));
+                break Some(format!(
+                    "batch of {total} bytes extends past the end of the file"
+                ));
             };
             if let Err(e) = batch::check_batch(bytes) {
                 break Some(e.to_string());
             }
         } else if pos + total as u64 > size {
-            break Some(format!("batch of {total} bytes extends past the end of the file"));
+            break Some(format!(
+                "batch of {total} bytes extends past the end of the file"
+            ));
         }
         if header.base_offset != meta.next_offset {
             break Some(format!(
@@ -170,7 +201,11 @@ fn scan_file(file: &File, path: &Path, base: i64, size: u64, verify_crc: bool, i
         meta.record(base, pos, &header, interval);
         pos += total as u64;
     };
-    Ok(Scan { meta, valid_len: pos, stopped })
+    Ok(Scan {
+        meta,
+        valid_len: pos,
+        stopped,
+    })
 }
 
 /// A segment file with its indexes.
@@ -196,13 +231,30 @@ impl Segment {
             .truncate(true)
             .open(&path)
             .at(&path)?;
-        for stale in [index_path(dir, base_offset), time_index_path(dir, base_offset)] {
+        for stale in [
+            index_path(dir, base_offset),
+            time_index_path(dir, base_offset),
+        ] {
             remove_if_present(&stale)?;
         }
-        Ok(Segment::new(dir, base_offset, path, file, 0, SegmentMeta::new(base_offset)))
+        Ok(Segment::new(
+            dir,
+            base_offset,
+            path,
+            file,
+            0,
+            SegmentMeta::new(base_offset),
+        ))
     }
 
-    fn new(dir: &Path, base_offset: i64, path: PathBuf, file: File, size: u64, meta: SegmentMeta) -> Segment {
+    fn new(
+        dir: &Path,
+        base_offset: i64,
+        path: PathBuf,
+        file: File,
+        size: u64,
+        meta: SegmentMeta,
+    ) -> Segment {
         Segment {
             base_offset,
             dir: dir.to_path_buf(),
@@ -215,7 +267,12 @@ impl Segment {
 
     /// Opens a closed segment whose offsets end at `end_offset` (the next segment's base). Its index
     /// files are trusted if consistent, otherwise rebuilt from the batch headers and rewritten.
-    pub(crate) fn open_closed(dir: &Path, base_offset: i64, end_offset: i64, interval: u32) -> Result<Segment> {
+    pub(crate) fn open_closed(
+        dir: &Path,
+        base_offset: i64,
+        end_offset: i64,
+        interval: u32,
+    ) -> Result<Segment> {
         let path = log_path(dir, base_offset);
         let file = open_rw(&path)?;
         let size = file.metadata().at(&path)?.len();
@@ -245,6 +302,7 @@ impl Segment {
                 }
                 let mut meta = scan.meta;
                 meta.next_offset = end_offset;
+                meta.seal(base_offset);
                 let segment = Segment::new(dir, base_offset, path, file, size, meta);
                 segment.write_indexes()?;
                 Ok(segment)
@@ -254,7 +312,12 @@ impl Segment {
 
     /// Opens the active segment after a possible crash: checks every batch (lengths, magic, CRC-32C,
     /// offset continuity), truncates the file at the first bad one, and rebuilds the indexes.
-    pub(crate) fn recover_active(dir: &Path, base_offset: i64, interval: u32, now_ms: i64) -> Result<Segment> {
+    pub(crate) fn recover_active(
+        dir: &Path,
+        base_offset: i64,
+        interval: u32,
+        now_ms: i64,
+    ) -> Result<Segment> {
         let path = log_path(dir, base_offset);
         let file = open_rw(&path)?;
         let size = file.metadata().at(&path)?.len();
@@ -275,7 +338,14 @@ impl Segment {
             let first = first_batch_max_timestamp(&file, &path)?.filter(|&t| t >= 0);
             scan.meta.rolling_base_ms = Some(first.unwrap_or(now_ms));
         }
-        Ok(Segment::new(dir, base_offset, path, file, scan.valid_len, scan.meta))
+        Ok(Segment::new(
+            dir,
+            base_offset,
+            path,
+            file,
+            scan.valid_len,
+            scan.meta,
+        ))
     }
 
     pub(crate) fn base_offset(&self) -> i64 {
@@ -307,7 +377,8 @@ impl Segment {
     /// `(max timestamp, base offset of the first batch with it)`, `None` while empty.
     pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
         let meta = self.meta.read();
-        (meta.max_timestamp != i64::MIN).then_some((meta.max_timestamp, meta.offset_of_max_timestamp))
+        (meta.max_timestamp != i64::MIN)
+            .then_some((meta.max_timestamp, meta.offset_of_max_timestamp))
     }
 
     /// Timestamp retention judges this segment by: its newest batch timestamp, or the file's
@@ -327,11 +398,20 @@ impl Segment {
 
     /// Writes `batches` (already validated, offsets already assigned; `headers` describe them) at
     /// the end of the file. On failure the file is cut back so that no partial batch stays behind.
-    pub(crate) fn append(&self, batches: &[u8], headers: &[BatchHeader], interval: u32, now_ms: i64) -> Result<()> {
+    pub(crate) fn append(
+        &self,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        interval: u32,
+        now_ms: i64,
+    ) -> Result<()> {
         let start = self.size();
         if let Err(e) = self.file.write_all_at(batches, start) {
             let _ = self.file.set_len(start);
-            return Err(Error::Io { path: self.path.clone(), source: e });
+            return Err(Error::Io {
+                path: self.path.clone(),
+                source: e,
+            });
         }
         let mut meta = self.meta.write();
         meta.rolling_base_ms.get_or_insert(now_ms);
@@ -340,7 +420,8 @@ impl Segment {
             meta.record(self.base_offset, pos, header, interval);
             pos += header.total_len() as u64;
         }
-        self.size.store(start + batches.len() as u64, Ordering::Release);
+        self.size
+            .store(start + batches.len() as u64, Ordering::Release);
         Ok(())
     }
 
@@ -352,14 +433,7 @@ impl Segment {
     /// the true maximum, and write both index files.
     pub(crate) fn close(&self) -> Result<()> {
         self.sync()?;
-        {
-            let mut meta = self.meta.write();
-            if meta.max_timestamp != i64::MIN {
-                let relative = (meta.offset_of_max_timestamp - self.base_offset) as u32;
-                let max = meta.max_timestamp;
-                meta.times.maybe_push(max, relative);
-            }
-        }
+        self.meta.write().seal(self.base_offset);
         self.write_indexes()
     }
 
@@ -390,7 +464,11 @@ impl Segment {
         let mut reader = ChunkReader::new(&self.file, &self.path, limit, SCAN_CHUNK);
         let mut pos = from;
         while pos < limit {
-            let corrupt = |reason: String| Error::CorruptLog { path: self.path.clone(), position: pos, reason };
+            let corrupt = |reason: String| Error::CorruptLog {
+                path: self.path.clone(),
+                position: pos,
+                reason,
+            };
             let Some(bytes) = reader.get(pos, BATCH_HEADER_LEN)? else {
                 return Err(corrupt("incomplete batch header".into()));
             };
@@ -409,7 +487,12 @@ impl Segment {
 
     /// Position and header of the batch containing `offset`, looking no further than `limit` bytes.
     pub(crate) fn find_batch(&self, offset: i64, limit: u64) -> Result<Option<(u64, BatchHeader)>> {
-        let start = u64::from(self.meta.read().offsets.lookup(relative(offset, self.base_offset)));
+        let start = u64::from(
+            self.meta
+                .read()
+                .offsets
+                .lookup(relative(offset, self.base_offset)),
+        );
         let mut found = None;
         self.scan_headers(start.min(limit), limit, |pos, header| {
             if header.last_offset() >= offset {
@@ -462,11 +545,19 @@ fn first_batch_max_timestamp(file: &File, path: &Path) -> Result<Option<i64>> {
     match file.read_exact_at(&mut header, 0) {
         Ok(()) => Ok(BatchHeader::parse(&header).ok().map(|h| h.max_timestamp)),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(e) => Err(Error::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
-fn load_indexes(dir: &Path, base: i64, span: u64, size: u64) -> Result<(OffsetIndex, TimeIndex), String> {
+fn load_indexes(
+    dir: &Path,
+    base: i64,
+    span: u64,
+    size: u64,
+) -> Result<(OffsetIndex, TimeIndex), String> {
     let read = |path: PathBuf| fs::read(&path).map_err(|e| format!("{}: {e}", path.display()));
     let offsets = OffsetIndex::decode(&read(index_path(dir, base))?, span, size)?;
     let times = TimeIndex::decode(&read(time_index_path(dir, base))?, span)?;
@@ -477,12 +568,19 @@ fn load_indexes(dir: &Path, base: i64, span: u64, size: u64) -> Result<(OffsetIn
 }
 
 fn open_rw(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).open(path).at(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .at(path)
 }
 
 pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io { path: path.to_path_buf(), source: e }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }

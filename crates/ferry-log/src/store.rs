@@ -187,18 +187,36 @@ impl Store {
             name: meta.name,
             id: meta.id,
             dir,
-            state: RwLock::new(TopicState { overrides: meta.overrides, config, partitions }),
+            state: RwLock::new(TopicState {
+                overrides: meta.overrides,
+                config,
+                partitions,
+            }),
         })
     }
 
-    fn open_partition(&self, dir: &Path, partition: u32, config: &LogConfig) -> Result<Arc<PartitionLog>> {
-        let log = PartitionLog::open(&dir.join(partition.to_string()), config.clone(), self.listener.clone())?;
+    fn open_partition(
+        &self,
+        dir: &Path,
+        partition: u32,
+        config: &LogConfig,
+    ) -> Result<Arc<PartitionLog>> {
+        let log = PartitionLog::open(
+            &dir.join(partition.to_string()),
+            config.clone(),
+            self.listener.clone(),
+        )?;
         Ok(Arc::new(log))
     }
 
     fn config_for(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig> {
         self.defaults
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The broker-wide defaults that topic overrides apply to.
+    pub fn defaults(&self) -> &LogConfig {
+        &self.defaults
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -219,14 +237,19 @@ impl Store {
         let problem = if name.is_empty() {
             "the empty string is not a topic name".to_owned()
         } else if name.len() > MAX_TOPIC_NAME_LEN {
-            format!("{} characters is longer than {MAX_TOPIC_NAME_LEN}", name.len())
+            format!(
+                "{} characters is longer than {MAX_TOPIC_NAME_LEN}",
+                name.len()
+            )
         } else if name == "." || name == ".." {
             format!("{name:?} is not allowed")
         } else if let Some(c) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         {
-            format!("{name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")
+            format!(
+                "{name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+            )
         } else {
             return Ok(());
         };
@@ -284,7 +307,12 @@ impl Store {
         partitions: u32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>> {
-        let meta = TopicMeta { name: name.to_owned(), id: Uuid::new_v4(), partitions, overrides };
+        let meta = TopicMeta {
+            name: name.to_owned(),
+            id: Uuid::new_v4(),
+            partitions,
+            overrides,
+        };
         // Assemble the whole topic in tmp/ and rename it into place: see the module docs.
         let staging = self.tmp_dir.join(meta.id.to_string());
         fs::create_dir(&staging).at(&staging)?;
@@ -309,7 +337,9 @@ impl Store {
     /// its partition logs can still read what they have, but appends fail with [`Error::Deleted`].
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let _admin = self.admin.lock();
-        let topic = self.topic(name).ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
         let graveyard = self.tmp_dir.join(Uuid::new_v4().to_string());
         fs::rename(&topic.dir, &graveyard).at(&topic.dir)?;
         sync_dir(&self.topics_dir)?;
@@ -332,7 +362,9 @@ impl Store {
     /// Grows a topic to `new_total` partitions. [`Error::InvalidPartitions`] unless it is an increase.
     pub fn create_partitions(&self, name: &str, new_total: u32) -> Result<()> {
         let _admin = self.admin.lock();
-        let topic = self.topic(name).ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
         let current = topic.partition_count();
         if new_total <= current {
             return Err(Error::InvalidPartitions(format!(
@@ -362,7 +394,9 @@ impl Store {
     pub fn alter_config(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<()> {
         let config = self.config_for(&overrides)?;
         let _admin = self.admin.lock();
-        let topic = self.topic(name).ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;
         let mut meta = topic.meta();
         meta.overrides = overrides.clone();
         self.write_meta(&topic.dir, &meta)?;

@@ -11,7 +11,10 @@ use common::*;
 use ferry_log::{Error, LogConfig, PartitionLog};
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[test]
@@ -21,16 +24,28 @@ fn append_then_read_round_trips_bytes_with_assigned_offsets() {
     let (b1, b2) = (batch(3, 1000), batch(2, 1001));
 
     let first = log.append(&b1).unwrap();
-    assert_eq!((first.base_offset, first.last_offset, first.end_offset), (0, 2, 3));
+    assert_eq!(
+        (first.base_offset, first.last_offset, first.end_offset),
+        (0, 2, 3)
+    );
     let second = log.append(&b2).unwrap();
-    assert_eq!((second.base_offset, second.last_offset, second.end_offset), (3, 4, 5));
+    assert_eq!(
+        (second.base_offset, second.last_offset, second.end_offset),
+        (3, 4, 5)
+    );
     log.flush_to(5).unwrap();
 
     let read = log.read(0, usize::MAX, false).unwrap();
-    assert_eq!(read.records, [as_stored(&b1, 0), as_stored(&b2, 3)].concat());
+    assert_eq!(
+        read.records,
+        [as_stored(&b1, 0), as_stored(&b2, 3)].concat()
+    );
     assert_eq!(read.high_watermark, 5);
     assert_eq!(read.log_start_offset, 0);
-    let offsets: Vec<_> = headers(&read.records).iter().map(|h| h.base_offset).collect();
+    let offsets: Vec<_> = headers(&read.records)
+        .iter()
+        .map(|h| h.base_offset)
+        .collect();
     assert_eq!(offsets, [0, 3]);
 }
 
@@ -42,9 +57,18 @@ fn read_from_the_middle_of_a_batch_returns_that_whole_batch() {
     append_durable(&log, &b1);
     append_durable(&log, &b2);
 
-    assert_eq!(log.read(1, usize::MAX, false).unwrap().records, [as_stored(&b1, 0), as_stored(&b2, 3)].concat());
-    assert_eq!(log.read(5, usize::MAX, false).unwrap().records, as_stored(&b2, 3));
-    assert_eq!(log.read(6, usize::MAX, false).unwrap().records, as_stored(&b2, 3));
+    assert_eq!(
+        log.read(1, usize::MAX, false).unwrap().records,
+        [as_stored(&b1, 0), as_stored(&b2, 3)].concat()
+    );
+    assert_eq!(
+        log.read(5, usize::MAX, false).unwrap().records,
+        as_stored(&b2, 3)
+    );
+    assert_eq!(
+        log.read(6, usize::MAX, false).unwrap().records,
+        as_stored(&b2, 3)
+    );
     assert!(log.read(7, usize::MAX, false).unwrap().records.is_empty());
 }
 
@@ -57,7 +81,10 @@ fn max_bytes_stops_before_a_batch_unless_min_one() {
         append_durable(&log, &b);
     }
     let len = b.len();
-    assert_eq!(log.read(0, len + 1, false).unwrap().records, as_stored(&b, 0));
+    assert_eq!(
+        log.read(0, len + 1, false).unwrap().records,
+        as_stored(&b, 0)
+    );
     assert_eq!(log.read(0, 2 * len, false).unwrap().records.len(), 2 * len);
     assert!(log.read(0, len - 1, false).unwrap().records.is_empty());
     assert_eq!(log.read(0, 1, true).unwrap().records, as_stored(&b, 0));
@@ -72,10 +99,17 @@ fn offsets_outside_the_log_are_out_of_range() {
     append_durable(&log, &batch(3, 1));
     assert!(log.read(3, 100, true).unwrap().records.is_empty());
     match log.read(4, 100, true) {
-        Err(Error::OffsetOutOfRange { requested: 4, start: 0, end: 3 }) => {}
+        Err(Error::OffsetOutOfRange {
+            requested: 4,
+            start: 0,
+            end: 3,
+        }) => {}
         other => panic!("expected OffsetOutOfRange, got {other:?}"),
     }
-    assert!(matches!(log.read(-1, 100, true), Err(Error::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(-1, 100, true),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -85,7 +119,10 @@ fn high_watermark_advances_only_after_flush_to() {
     let log = PartitionLog::open(dir.path(), LogConfig::default(), listener).unwrap();
     let info = log.append(&batch(3, 1)).unwrap();
     assert_eq!((log.log_end_offset(), log.high_watermark()), (3, 0));
-    assert!(log.read(0, usize::MAX, true).unwrap().records.is_empty(), "undurable data was readable");
+    assert!(
+        log.read(0, usize::MAX, true).unwrap().records.is_empty(),
+        "undurable data was readable"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 
     log.flush_to(info.end_offset).unwrap();
@@ -114,11 +151,21 @@ fn segments_roll_at_segment_bytes_and_reads_cross_them() {
     // Every offset finds its batch, in whichever segment.
     for offset in 0..20 {
         let read = log.read(offset, b.len(), false).unwrap();
-        assert_eq!(read.records, as_stored(&b, offset / 2 * 2), "offset {offset}");
+        assert_eq!(
+            read.records,
+            as_stored(&b, offset / 2 * 2),
+            "offset {offset}"
+        );
     }
     // A read starting near the end of one segment continues into the next.
     let read = log.read(3, 3 * b.len(), false).unwrap();
-    assert_eq!(headers(&read.records).iter().map(|h| h.base_offset).collect::<Vec<_>>(), [2, 4, 6]);
+    assert_eq!(
+        headers(&read.records)
+            .iter()
+            .map(|h| h.base_offset)
+            .collect::<Vec<_>>(),
+        [2, 4, 6]
+    );
     assert_eq!(log.size_bytes(), expected.len() as u64);
 }
 
@@ -146,11 +193,21 @@ fn reopen_keeps_everything_and_offsets_continue() {
         read_all(&log)
     };
     let log = open(dir.path(), small_segments(2 * b.len() as u64));
-    assert_eq!((log.log_start_offset(), log.high_watermark(), log.log_end_offset()), (0, 15, 15));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.high_watermark(),
+            log.log_end_offset()
+        ),
+        (0, 15, 15)
+    );
     assert_eq!(read_all(&log), before);
     let info = append_durable(&log, &b);
     assert_eq!(info.base_offset, 15);
-    assert_eq!(log.read(15, usize::MAX, false).unwrap().records, as_stored(&b, 15));
+    assert_eq!(
+        log.read(15, usize::MAX, false).unwrap().records,
+        as_stored(&b, 15)
+    );
 }
 
 #[test]
@@ -172,7 +229,10 @@ fn concurrent_appends_and_flushes_give_dense_durable_offsets() {
             })
         })
         .collect();
-    let mut ranges: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut ranges: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     ranges.sort();
     let mut next = 0;
     for (base, end) in &ranges {
@@ -201,7 +261,11 @@ fn offset_for_timestamp_finds_the_first_batch_at_or_after_it() {
     }
     #[track_caller]
     fn check(log: &PartitionLog, ts: i64, expected: Option<(i64, i64)>) {
-        assert_eq!(log.offset_for_timestamp(ts).unwrap(), expected, "timestamp {ts}");
+        assert_eq!(
+            log.offset_for_timestamp(ts).unwrap(),
+            expected,
+            "timestamp {ts}"
+        );
     }
     check(&log, 50, Some((0, 100)));
     check(&log, 100, Some((0, 100)));
@@ -251,13 +315,19 @@ fn retention_by_bytes_deletes_oldest_closed_segments() {
         append_durable(&log, &b);
     }
     assert_eq!(segment_files(dir.path()).len(), 6);
-    let config = LogConfig { retention_bytes: Some(3 * b.len() as u64), ..log.config() };
+    let config = LogConfig {
+        retention_bytes: Some(3 * b.len() as u64),
+        ..log.config()
+    };
     log.set_config(config);
     assert_eq!(log.enforce_retention(now_ms()).unwrap(), 3);
     assert_eq!(segment_files(dir.path()).len(), 3);
     assert_eq!(log.log_start_offset(), 6);
     assert_eq!(log.size_bytes(), 3 * b.len() as u64);
-    assert!(matches!(log.read(0, 100, true), Err(Error::OffsetOutOfRange { start: 6, .. })));
+    assert!(matches!(
+        log.read(0, 100, true),
+        Err(Error::OffsetOutOfRange { start: 6, .. })
+    ));
     assert_eq!(headers(&read_all(&log))[0].base_offset, 6);
     assert_eq!(log.enforce_retention(now_ms()).unwrap(), 0);
 
@@ -271,7 +341,10 @@ fn retention_by_bytes_deletes_oldest_closed_segments() {
 fn retention_by_time_deletes_expired_segments_but_never_the_active_one() {
     let dir = tempfile::tempdir().unwrap();
     // segment.bytes of 1: every batch gets its own segment.
-    let config = LogConfig { retention_ms: Some(1000), ..small_segments(1) };
+    let config = LogConfig {
+        retention_ms: Some(1000),
+        ..small_segments(1)
+    };
     let log = open(dir.path(), config.clone());
     for ts in [1_000, 2_000, 100_000, 100_001] {
         append_durable(&log, &batch(1, ts));
@@ -287,7 +360,13 @@ fn retention_by_time_deletes_expired_segments_but_never_the_active_one() {
 #[test]
 fn rolls_when_the_active_segment_is_older_than_segment_ms() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig { segment_ms: 1, ..LogConfig::default() });
+    let log = open(
+        dir.path(),
+        LogConfig {
+            segment_ms: 1,
+            ..LogConfig::default()
+        },
+    );
     append_durable(&log, &batch(1, 0));
     thread::sleep(Duration::from_millis(5));
     append_durable(&log, &batch(1, 0));
@@ -297,7 +376,10 @@ fn rolls_when_the_active_segment_is_older_than_segment_ms() {
 #[test]
 fn segment_age_after_reopen_comes_from_the_first_batch_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { segment_ms: 60_000, ..LogConfig::default() };
+    let config = LogConfig {
+        segment_ms: 60_000,
+        ..LogConfig::default()
+    };
     let an_hour_ago = now_ms() - 3_600_000;
     {
         let log = open(dir.path(), config.clone());
@@ -315,14 +397,26 @@ fn segment_age_after_reopen_comes_from_the_first_batch_timestamp() {
 #[test]
 fn oversized_and_invalid_payloads_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), LogConfig { max_message_bytes: 150, ..LogConfig::default() });
+    let log = open(
+        dir.path(),
+        LogConfig {
+            max_message_bytes: 150,
+            ..LogConfig::default()
+        },
+    );
     let big = batch_sized(1, 200, 1);
-    assert!(matches!(log.append(&big), Err(Error::RecordTooLarge { max: 150, .. })));
+    assert!(matches!(
+        log.append(&big),
+        Err(Error::RecordTooLarge { max: 150, .. })
+    ));
 
     let good = batch(1, 1);
     let mut trailing = [good.clone(), good.clone()].concat();
     trailing.push(0);
-    assert!(matches!(log.append(&trailing), Err(Error::InvalidRecords(_))));
+    assert!(matches!(
+        log.append(&trailing),
+        Err(Error::InvalidRecords(_))
+    ));
     let mut flipped = [good.clone(), good.clone()].concat();
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
@@ -340,9 +434,15 @@ fn batch_headers_from_lists_written_batches() {
         log.append(&batch(n, 1)).unwrap();
     }
     let all = log.batch_headers_from(0).unwrap();
-    assert_eq!(all.iter().map(|h| h.base_offset).collect::<Vec<_>>(), [0, 1, 3, 6, 10]);
+    assert_eq!(
+        all.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        [0, 1, 3, 6, 10]
+    );
     let tail = log.batch_headers_from(7).unwrap();
-    assert_eq!(tail.iter().map(|h| h.base_offset).collect::<Vec<_>>(), [6, 10]);
+    assert_eq!(
+        tail.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        [6, 10]
+    );
     assert!(log.batch_headers_from(15).unwrap().is_empty());
     assert!(log.batch_headers_from(16).is_err());
 }

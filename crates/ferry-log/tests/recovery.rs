@@ -29,7 +29,12 @@ fn active_segment(dir: &Path) -> PathBuf {
 }
 
 fn append_to_file(path: &Path, bytes: &[u8]) {
-    OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 /// Damages the active segment with `damage`, reopens, and checks that the log is back to
@@ -41,10 +46,17 @@ fn check_recovery(damage: impl FnOnce(&Path), expected_end: i64) {
     damage(&active_segment(dir.path()));
 
     let log = open(dir.path(), config());
-    assert_eq!((log.log_end_offset(), log.high_watermark()), (expected_end, expected_end));
+    assert_eq!(
+        (log.log_end_offset(), log.high_watermark()),
+        (expected_end, expected_end)
+    );
     let kept: Vec<u8> = {
         let all = headers(&before);
-        let len: usize = all.iter().filter(|h| h.base_offset < expected_end).map(|h| h.total_len()).sum();
+        let len: usize = all
+            .iter()
+            .filter(|h| h.base_offset < expected_end)
+            .map(|h| h.total_len())
+            .sum();
         before[..len].to_vec()
     };
     assert_eq!(read_all(&log), kept);
@@ -59,7 +71,15 @@ fn check_recovery(damage: impl FnOnce(&Path), expected_end: i64) {
 
 #[test]
 fn garbage_after_the_last_batch_is_truncated() {
-    check_recovery(|path| append_to_file(path, b"this is not a record batch at all, not even close......"), 14);
+    check_recovery(
+        |path| {
+            append_to_file(
+                path,
+                b"this is not a record batch at all, not even close......",
+            )
+        },
+        14,
+    );
 }
 
 #[test]
@@ -89,7 +109,10 @@ fn a_batch_with_a_flipped_byte_is_truncated() {
 #[test]
 fn a_batch_with_the_wrong_offset_is_truncated() {
     // Valid in itself, but its base offset does not continue the log.
-    check_recovery(|path| append_to_file(path, &as_stored(&batch(2, 1), 99)), 14);
+    check_recovery(
+        |path| append_to_file(path, &as_stored(&batch(2, 1), 99)),
+        14,
+    );
 }
 
 #[test]
@@ -128,14 +151,22 @@ fn missing_or_inconsistent_index_files_are_rebuilt() {
     let time_indexes = index_files(dir.path(), "timeindex");
     // Index files exist for the two closed segments only.
     assert_eq!((offset_indexes.len(), time_indexes.len()), (2, 2));
-    let originals: Vec<Vec<u8>> = offset_indexes.iter().chain(&time_indexes).map(|p| fs::read(p).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = offset_indexes
+        .iter()
+        .chain(&time_indexes)
+        .map(|p| fs::read(p).unwrap())
+        .collect();
     assert!(originals.iter().all(|o| !o.is_empty()));
 
     fs::remove_file(&offset_indexes[0]).unwrap();
     // Not a whole number of entries.
     fs::write(&offset_indexes[1], &originals[1][..5]).unwrap();
     // Entries that do not increase.
-    fs::write(&time_indexes[0], [originals[2].clone(), originals[2].clone()].concat()).unwrap();
+    fs::write(
+        &time_indexes[0],
+        [originals[2].clone(), originals[2].clone()].concat(),
+    )
+    .unwrap();
     // An entry pointing far past the end of the segment.
     let mut beyond = originals[3].clone();
     beyond[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -145,12 +176,51 @@ fn missing_or_inconsistent_index_files_are_rebuilt() {
     assert_eq!(read_all(&log), before);
     for offset in 0..14 {
         let read = log.read(offset, 1, true).unwrap();
-        assert_eq!(headers(&read.records)[0].base_offset, offset / 2 * 2, "offset {offset}");
+        assert_eq!(
+            headers(&read.records)[0].base_offset,
+            offset / 2 * 2,
+            "offset {offset}"
+        );
     }
     assert_eq!(log.offset_for_timestamp(1003).unwrap(), Some((6, 1003)));
     assert_eq!(log.max_timestamp().unwrap(), Some((12, 1006)));
-    let rebuilt: Vec<Vec<u8>> = offset_indexes.iter().chain(&time_indexes).map(|p| fs::read(p).unwrap()).collect();
-    assert_eq!(rebuilt, originals, "rebuilt index files differ from the ones written at roll");
+    let rebuilt: Vec<Vec<u8>> = offset_indexes
+        .iter()
+        .chain(&time_indexes)
+        .map(|p| fs::read(p).unwrap())
+        .collect();
+    assert_eq!(
+        rebuilt, originals,
+        "rebuilt index files differ from the ones written at roll"
+    );
+}
+
+#[test]
+fn a_rebuilt_sparse_time_index_keeps_the_segment_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default index interval is larger than a segment here: the only time index entry of a
+    // closed segment is the one written when it closed.
+    let config = LogConfig {
+        index_interval_bytes: 4096,
+        ..config()
+    };
+    {
+        let log = open(dir.path(), config.clone());
+        for ts in [30, 10, 20, 40] {
+            append_durable(&log, &batch(2, ts));
+        }
+    }
+    let time_index = &index_files(dir.path(), "timeindex")[0];
+    let original = fs::read(time_index).unwrap();
+    fs::remove_file(time_index).unwrap();
+    for _ in 0..2 {
+        // The first open rebuilds the index, the second loads the rebuilt file.
+        let log = open(dir.path(), config.clone());
+        assert_eq!(fs::read(time_index).unwrap(), original);
+        assert_eq!(log.max_timestamp().unwrap(), Some((6, 40)));
+        assert_eq!(log.offset_for_timestamp(15).unwrap(), Some((0, 30)));
+        assert_eq!(log.offset_for_timestamp(35).unwrap(), Some((6, 40)));
+    }
 }
 
 #[test]
@@ -170,6 +240,13 @@ fn leftovers_of_interrupted_writes_are_cleared() {
 fn a_new_partition_has_an_empty_first_segment() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir.path().join("p"), config());
-    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.high_watermark()), (0, 0, 0));
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark()
+        ),
+        (0, 0, 0)
+    );
     assert!(dir.path().join("p/00000000000000000000.log").exists());
 }

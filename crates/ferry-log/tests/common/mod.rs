@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use ferry_log::{AppendInfo, BatchHeader, DurableListener, LogConfig, PartitionLog, validate_batches};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use ferry_log::{
+    AppendInfo, BatchHeader, DurableListener, LogConfig, PartitionLog, validate_batches,
+};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 /// One magic-2 batch of `records` records with `value_len`-byte values, all stamped `timestamp`.
 #[track_caller]
@@ -33,9 +37,16 @@ pub fn batch_sized(records: usize, value_len: usize, timestamp: i64) -> Vec<u8> 
         })
         .collect();
     let mut buf = Vec::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
     RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
-    assert_eq!(validate_batches(&buf).unwrap().len(), 1, "encoder made more than one batch");
+    assert_eq!(
+        validate_batches(&buf).unwrap().len(),
+        1,
+        "encoder made more than one batch"
+    );
     buf
 }
 
@@ -49,7 +60,12 @@ pub fn batch(records: usize, timestamp: i64) -> Vec<u8> {
 pub fn counting_listener() -> (DurableListener, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
-    (Arc::new(move || { c.fetch_add(1, Ordering::SeqCst); }), count)
+    (
+        Arc::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }),
+        count,
+    )
 }
 
 pub fn open(dir: &Path, config: LogConfig) -> PartitionLog {
@@ -58,7 +74,11 @@ pub fn open(dir: &Path, config: LogConfig) -> PartitionLog {
 
 /// Config with segments of at most `segment_bytes` and an index entry for every batch.
 pub fn small_segments(segment_bytes: u64) -> LogConfig {
-    LogConfig { segment_bytes, index_interval_bytes: 0, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 0,
+        ..LogConfig::default()
+    }
 }
 
 /// Appends and waits until the data is durable.
@@ -72,7 +92,9 @@ pub fn append_durable(log: &PartitionLog, records: &[u8]) -> AppendInfo {
 /// Everything readable, from the log start.
 #[track_caller]
 pub fn read_all(log: &PartitionLog) -> Vec<u8> {
-    log.read(log.log_start_offset(), usize::MAX, true).unwrap().records
+    log.read(log.log_start_offset(), usize::MAX, true)
+        .unwrap()
+        .records
 }
 
 /// The headers of a run of batches.
