@@ -14,6 +14,9 @@ pub struct BrokerConfig {
     /// Host name clients are told to connect to in Metadata. `None`: the listen address's IP
     /// (or 127.0.0.1 when listening on an unspecified address).
     pub advertised_host: Option<String>,
+    /// Port clients are told to connect to in Metadata. `None`: the port actually bound. Set it
+    /// when clients reach the broker through a proxy or port forward.
+    pub advertised_port: Option<u16>,
     /// Root of the broker's data: topics, partitions, and (later) group offsets.
     pub data_dir: PathBuf,
     /// Create a topic the first time a client produces to it or asks for it in Metadata.
@@ -33,6 +36,7 @@ impl Default for BrokerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_host: None,
+            advertised_port: None,
             data_dir: PathBuf::from("./ferry-data/broker"),
             auto_create_topics: true,
             default_partitions: 1,

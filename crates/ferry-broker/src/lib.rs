@@ -15,7 +15,9 @@
 
 mod codec;
 mod config;
+mod groups;
 mod handlers;
+mod producer_ids;
 mod server;
 mod state;
 mod versions;
@@ -48,6 +50,9 @@ pub enum Error {
     /// The data directory could not be opened or recovered.
     #[error("storage: {0}")]
     Storage(#[from] ferry_log::Error),
+    /// The consumer-group store could not be opened.
+    #[error("group store: {0}")]
+    Groups(String),
     /// A background task failed (a panic in storage code).
     #[error("broker task failed: {0}")]
     Task(String),
@@ -103,11 +108,14 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let listener: ferry_log::DurableListener = Arc::new(move || listener_signal.notify_waiters());
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
-    let (store, cluster_id) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+    let (store, cluster_id, groups, producer_ids) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir { path: data_dir.clone(), source })?;
         let cluster_id = cluster_id(&data_dir)?;
         let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
-        Ok((store, cluster_id))
+        let groups = groups::Groups::open(&data_dir).map_err(|e| Error::Groups(e.to_string()))?;
+        let producer_ids = producer_ids::ProducerIds::open(&data_dir)
+            .map_err(|source| Error::DataDir { path: data_dir.join("producer-ids"), source })?;
+        Ok((store, cluster_id, groups, Arc::new(producer_ids)))
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))??;
@@ -120,14 +128,17 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let shared = Arc::new(Shared {
         store,
         data_ready,
-        advertised: (host, i32::from(local_addr.port())),
+        advertised: (host, i32::from(config.advertised_port.unwrap_or(local_addr.port()))),
         cluster_id,
+        groups,
+        producer_ids,
         config,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(server::accept_loop(tcp, shared.clone(), shutdown_rx.clone())),
-        tokio::spawn(retention_loop(shared.clone(), shutdown_rx)),
+        tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
+        tokio::spawn(group_clock(shared.clone(), shutdown_rx)),
     ];
     tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
     Ok(BrokerHandle { local_addr, shared, shutdown, tasks })
@@ -149,6 +160,18 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
             Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
             Err(e) => tracing::warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// Expire silent group members and finish overdue rebalances.
+async fn group_clock(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(groups::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => shared.groups.tick(),
         }
     }
 }

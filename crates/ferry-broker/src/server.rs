@@ -68,7 +68,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mu
                 break;
             }
         };
-        match dispatch(&shared, frame) {
+        match dispatch(&shared, frame, peer) {
             Ok(pending) => {
                 if tx.send(pending).await.is_err() {
                     break; // the writer stopped: the peer went away
@@ -141,7 +141,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> Result<Op
 }
 
 /// Decode a frame and start its handler. Errors close the connection.
-fn dispatch(shared: &Arc<Shared>, frame: Bytes) -> Result<Pending, FrameError> {
+fn dispatch(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pending, FrameError> {
     let pre = codec::preamble(&frame)?;
     let api = ApiKey::try_from(pre.api_key).map_err(|_| DecodeError::UnknownApiKey(pre.api_key))?;
     if !codec::is_supported(api, pre.api_version) {
@@ -157,7 +157,7 @@ fn dispatch(shared: &Arc<Shared>, frame: Bytes) -> Result<Pending, FrameError> {
     let request = codec::decode_request(frame)?;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
-    let reply = handlers::handle(shared, request);
+    let reply = handlers::handle(shared, request, peer);
     Ok(Box::pin(async move {
         let body = reply.await?;
         match codec::encode_response(api, version, correlation_id, &body) {

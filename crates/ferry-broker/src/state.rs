@@ -6,6 +6,8 @@ use ferry_log::Store;
 use tokio::sync::Notify;
 
 use crate::BrokerConfig;
+use crate::groups::Groups;
+use crate::producer_ids::ProducerIds;
 
 /// The one node id of this single-node cluster.
 pub const NODE_ID: i32 = 0;
@@ -23,6 +25,10 @@ pub struct Shared {
     pub advertised: (String, i32),
     /// Stable id of this data directory, reported in Metadata.
     pub cluster_id: String,
+    /// Consumer groups: membership and committed offsets.
+    pub groups: Groups,
+    /// Producer id allocation for idempotent producers.
+    pub producer_ids: Arc<ProducerIds>,
 }
 
 impl Shared {

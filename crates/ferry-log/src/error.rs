@@ -1,9 +1,10 @@
 //! The crate's single error type.
 //!
 //! Variants are split by what the caller must do about them: the broker maps `CorruptBatch`,
-//! `InvalidRecords`, `RecordTooLarge` and `OffsetOutOfRange` to Kafka error codes for the client, the
-//! topic-administration variants to CreateTopics/DeleteTopics codes, and treats `Io`, `CorruptLog`
-//! and `CorruptMetadata` as storage failures.
+//! `InvalidRecords`, `RecordTooLarge`, `OffsetOutOfRange`, `InvalidProducerEpoch` and
+//! `OutOfOrderSequence` to Kafka error codes for the client, the topic-administration variants to
+//! CreateTopics/DeleteTopics codes, and treats `Io`, `CorruptLog` and `CorruptMetadata` as storage
+//! failures.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,32 @@ pub enum Error {
         start: i64,
         /// The high watermark at the time of the request.
         end: i64,
+    },
+
+    /// A batch's producer epoch is older than the partition's current epoch for its producer id: a
+    /// newer instance of the producer has taken over and this one is fenced (Kafka
+    /// `INVALID_PRODUCER_EPOCH`).
+    #[error("producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The batch's producer id.
+        producer_id: i64,
+        /// The batch's producer epoch.
+        epoch: i16,
+        /// The newest epoch the partition has seen for this producer id.
+        current: i16,
+    },
+
+    /// An idempotent producer's batch does not start with the sequence number that follows its last
+    /// batch, or a new epoch does not start at 0, or a payload mixes retried and new batches (Kafka
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error("producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The batch's producer id.
+        producer_id: i64,
+        /// The base sequence the partition expected.
+        expected: i32,
+        /// The batch's base sequence.
+        got: i32,
     },
 
     /// A topic configuration key is unknown or its value cannot be parsed (Kafka `INVALID_CONFIG`).

@@ -15,6 +15,10 @@
 //! * Appends are written but not fsynced. [`PartitionLog::flush_to`] is a group commit: concurrent
 //!   callers share one fsync. Only fsynced data is below the *high watermark*, and only that is ever
 //!   read, so consumers never see data a crash could lose. A [`DurableListener`] hears every advance.
+//! * Idempotent producers (KIP-98) are checked on append: per producer id the partition keeps the
+//!   epoch and the last five batches' sequences, rejects batches out of sequence or from a fenced
+//!   epoch, and answers a retry with the original offsets instead of writing it twice. The state is
+//!   rebuilt from the batch headers of the log on open.
 //! * Recovery on open checks every batch of the active segment (lengths, magic, CRC-32C, offset
 //!   continuity) and truncates a torn tail; closed segments are trusted, and only their index files
 //!   are checked and rebuilt if needed.
@@ -37,6 +41,7 @@ mod config;
 mod error;
 mod index;
 mod partition;
+mod producers;
 mod segment;
 mod store;
 

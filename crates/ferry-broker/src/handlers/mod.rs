@@ -6,16 +6,20 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
+mod producers;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::{ApiKey, GroupId, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::codec::Request;
@@ -30,8 +34,9 @@ fn now(body: impl Into<ResponseKind>) -> Reply {
 }
 
 /// Run the handler for a supported request.
-pub fn handle(shared: &Arc<Shared>, request: Request) -> Reply {
+pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply {
     let version = request.header.request_api_version;
+    let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(_) => now(api_versions::handle(None)),
         RequestKind::Metadata(r) => now(metadata::handle(shared, r, version)),
@@ -42,6 +47,17 @@ pub fn handle(shared: &Arc<Shared>, request: Request) -> Reply {
         RequestKind::DeleteTopics(r) => now(admin::delete_topics(shared, r, version)),
         RequestKind::CreatePartitions(r) => now(admin::create_partitions(shared, r)),
         RequestKind::DescribeConfigs(r) => now(configs::describe(shared, r, version)),
+        RequestKind::FindCoordinator(r) => now(groups::find_coordinator(shared, r, version)),
+        RequestKind::JoinGroup(r) => groups::join(shared, r, version, client_id, peer),
+        RequestKind::SyncGroup(r) => groups::sync(shared, r, version),
+        RequestKind::Heartbeat(r) => now(groups::heartbeat(shared, r)),
+        RequestKind::LeaveGroup(r) => now(groups::leave(shared, r, version)),
+        RequestKind::OffsetCommit(r) => offsets::commit(shared, r, version),
+        RequestKind::OffsetFetch(r) => now(offsets::fetch(shared, r, version)),
+        RequestKind::DescribeGroups(r) => now(groups::describe(shared, r, version)),
+        RequestKind::ListGroups(r) => now(groups::list(shared, r, version)),
+        RequestKind::DeleteGroups(r) => groups::delete(shared, r),
+        RequestKind::InitProducerId(r) => producers::init_producer_id(shared, r),
         other => {
             // versions::SUPPORTED and this match must list the same APIs; a unit test checks it.
             tracing::error!(api = ?request.api, "supported API without a handler: {other:?}");
@@ -78,6 +94,8 @@ pub fn error_code(e: &ferry_log::Error) -> i16 {
         E::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         E::InvalidConfig(_) => ResponseError::InvalidConfig,
         E::Deleted(_) => ResponseError::UnknownTopicOrPartition,
+        E::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        E::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         E::Io { .. } | E::CorruptLog { .. } | E::CorruptMetadata { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::UnknownServerError,
     };
@@ -86,6 +104,10 @@ pub fn error_code(e: &ferry_log::Error) -> i16 {
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
+}
+
+pub(crate) fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_owned()))
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
@@ -110,6 +132,17 @@ mod tests {
             ApiKey::DeleteTopics,
             ApiKey::CreatePartitions,
             ApiKey::DescribeConfigs,
+            ApiKey::FindCoordinator,
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::Heartbeat,
+            ApiKey::LeaveGroup,
+            ApiKey::OffsetCommit,
+            ApiKey::OffsetFetch,
+            ApiKey::DescribeGroups,
+            ApiKey::ListGroups,
+            ApiKey::DeleteGroups,
+            ApiKey::InitProducerId,
         ];
         for s in SUPPORTED {
             assert!(handled.contains(&s.key), "{:?} is advertised but not handled", s.key);

@@ -2,6 +2,8 @@
 //! real librdkafka clients pointed at it.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

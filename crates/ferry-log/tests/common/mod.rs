@@ -17,6 +17,25 @@ use kafka_protocol::records::{
 /// One magic-2 batch of `records` records with `value_len`-byte values, all stamped `timestamp`.
 #[track_caller]
 pub fn batch_sized(records: usize, value_len: usize, timestamp: i64) -> Vec<u8> {
+    encode_batch(records, value_len, timestamp, (-1, -1, 0))
+}
+
+/// A batch of `records` small records from idempotent producer `producer_id` at `epoch`, whose
+/// first record has sequence `base_sequence`.
+#[track_caller]
+pub fn producer_batch(producer_id: i64, epoch: i16, base_sequence: i32, records: usize) -> Vec<u8> {
+    encode_batch(records, 10, 1000, (producer_id, epoch, base_sequence))
+}
+
+/// One batch; `producer` is (producer id, epoch, base sequence), which the encoder takes from the
+/// first record.
+#[track_caller]
+fn encode_batch(
+    records: usize,
+    value_len: usize,
+    timestamp: i64,
+    (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+) -> Vec<u8> {
     assert!(records > 0);
     let records: Vec<Record> = (0..records)
         .map(|i| Record {
@@ -24,12 +43,12 @@ pub fn batch_sized(records: usize, value_len: usize, timestamp: i64) -> Vec<u8> 
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 7,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // Keeping offset - sequence constant keeps the encoder from splitting the batch.
-            sequence: i as i32,
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp,
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; value_len])),

@@ -11,9 +11,13 @@
 //!   that lets concurrent producers share one fsync.
 //! * `writer` serializes appends, segment rolls and retention. It is held for the `write` system
 //!   call but never for a group-commit fsync, so appends continue while a flush is in progress.
+//!   It also guards the idempotent producers' sequence state (see `crate::producers`), which is
+//!   checked before a payload is written and updated after.
 //! * `view` (a short `RwLock`) holds the segment list and the three offsets. Readers snapshot it and
 //!   release it before any file I/O; segments are `Arc`s, so a segment deleted by retention stays
 //!   readable by whoever already holds it.
+
+mod retention;
 
 use std::fs;
 use std::ops::ControlFlow;
@@ -26,6 +30,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::batch::{self, BATCH_HEADER_LEN, BatchHeader, validate_batches};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::producers::{Checked, ProducerStates};
 use crate::segment::{self, Segment};
 
 /// Called (from whichever thread advanced it) after the durable end of a partition moves forward.
@@ -65,6 +70,8 @@ struct Writer {
     next_offset: i64,
     /// Set when the topic is deleted: later appends fail instead of writing into a removed directory.
     deleted: bool,
+    /// Idempotent producers' sequences: only appends change them, so they share the append lock.
+    producers: ProducerStates,
 }
 
 /// What an append assigned.
@@ -78,6 +85,9 @@ pub struct AppendInfo {
     pub end_offset: i64,
     /// The log start offset at the time of the append.
     pub log_start_offset: i64,
+    /// The payload was a retry of batches already in the log: nothing was written, and the offsets
+    /// are those of the originals (`end_offset` is one past the original last offset).
+    pub duplicate: bool,
 }
 
 /// Whole batches read from the log, with the partition's offsets at the time of the read.
@@ -134,7 +144,8 @@ pub(crate) fn now_ms() -> i64 {
 impl PartitionLog {
     /// Opens the partition in `dir`, creating it if needed, and recovers it: closed segments load
     /// (or rebuild) their indexes, the active segment is checked batch by batch and truncated at the
-    /// first torn or invalid batch. Afterwards everything in the log is durable.
+    /// first torn or invalid batch. Afterwards everything in the log is durable. Idempotent
+    /// producers' state is rebuilt from the headers of every batch in the log.
     pub fn open(dir: &Path, config: LogConfig, listener: DurableListener) -> Result<PartitionLog> {
         fs::create_dir_all(dir).at(dir)?;
         let bases = list_segments(dir)?;
@@ -156,6 +167,7 @@ impl PartitionLog {
         let active = Arc::new(active);
         segments.push(active.clone());
         let log_end = active.next_offset();
+        let producers = ProducerStates::rebuild(&segments)?;
         let view = View {
             log_start: segments[0].base_offset(),
             log_end,
@@ -175,6 +187,7 @@ impl PartitionLog {
                 active,
                 next_offset: log_end,
                 deleted: false,
+                producers,
             }),
             view: RwLock::new(view),
         })
@@ -188,6 +201,11 @@ impl PartitionLog {
     /// Validates `records` and appends them, assigning consecutive offsets by rewriting each batch's
     /// `baseOffset` (and zeroing its `partitionLeaderEpoch`). The data is written but not fsynced; see
     /// [`flush_to`](Self::flush_to). All or nothing: an invalid payload writes nothing.
+    ///
+    /// Batches of idempotent producers (producer id >= 0) must come in sequence, else the payload is
+    /// [`Error::OutOfOrderSequence`] or [`Error::InvalidProducerEpoch`]. A retry of batches among the
+    /// producer's last five writes nothing and returns the original offsets, with
+    /// [`AppendInfo::duplicate`] set.
     pub fn append(&self, records: &[u8]) -> Result<AppendInfo> {
         let mut headers = validate_batches(records)?;
         let config = self.config.read().clone();
@@ -218,6 +236,19 @@ impl PartitionLog {
             next = header.next_offset();
             pos += header.total_len();
         }
+        if let Checked::Duplicate {
+            base_offset,
+            last_offset,
+        } = writer.producers.check(&headers)?
+        {
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                end_offset: last_offset + 1,
+                log_start_offset: self.log_start_offset(),
+                duplicate: true,
+            });
+        }
         if must_roll(&writer.active, batches.len(), next - 1, now, &config) {
             self.roll(&mut writer)?;
         }
@@ -225,6 +256,7 @@ impl PartitionLog {
             .active
             .append(&batches, &headers, config.index_interval_bytes, now)?;
         writer.next_offset = next;
+        writer.producers.record(&headers);
         let log_start_offset = {
             let mut view = self.view.write();
             view.log_end = next;
@@ -235,6 +267,7 @@ impl PartitionLog {
             last_offset: next - 1,
             end_offset: next,
             log_start_offset,
+            duplicate: false,
         })
     }
 
@@ -460,48 +493,9 @@ impl PartitionLog {
         *self.config.write() = config;
     }
 
-    /// Deletes whole closed segments, oldest first, while they are past `retention.ms` (judged by
-    /// their newest timestamp against `now_ms`) or the partition without them would still hold at
-    /// least `retention.bytes`. The active segment is never deleted. Returns how many were deleted.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        let config = self.config();
-        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
-            return Ok(0);
-        }
-        let deleted = {
-            // The writer lock keeps a roll from changing the segment list underneath.
-            let _writer = self.writer.lock();
-            let segments = self.view.read().segments.clone();
-            let mut total: u64 = segments.iter().map(|s| s.size()).sum();
-            let closed = &segments[..segments.len() - 1];
-            let mut count = 0;
-            for segment in closed {
-                let expired = config
-                    .retention_ms
-                    .is_some_and(|ms| now_ms.saturating_sub(segment.retention_timestamp()) > ms);
-                let oversized = config
-                    .retention_bytes
-                    .is_some_and(|max| total - segment.size() >= max);
-                if !(expired || oversized) {
-                    break;
-                }
-                total -= segment.size();
-                count += 1;
-            }
-            if count == 0 {
-                return Ok(0);
-            }
-            let mut view = self.view.write();
-            let deleted: Vec<_> = view.segments.drain(..count).collect();
-            view.log_start = view.segments[0].base_offset();
-            deleted
-        };
-        for segment in &deleted {
-            tracing::info!(file = %segment.path().display(), "deleting segment past retention");
-            segment.delete_files()?;
-        }
-        segment::sync_dir(&self.dir)?;
-        Ok(deleted.len())
+    /// How many idempotent producer ids this partition keeps sequence state for.
+    pub fn producer_count(&self) -> usize {
+        self.writer.lock().producers.len()
     }
 
     /// Bytes of all segment files.
@@ -509,8 +503,8 @@ impl PartitionLog {
         self.view.read().segments.iter().map(|s| s.size()).sum()
     }
 
-    /// Headers of every written batch from the one containing `offset` to the log end (for rebuilding
-    /// producer state). `offset` outside `[log start, log end]` is [`Error::OffsetOutOfRange`].
+    /// Headers of every written batch from the one containing `offset` to the log end, for tools
+    /// and tests. `offset` outside `[log start, log end]` is [`Error::OffsetOutOfRange`].
     pub fn batch_headers_from(&self, offset: i64) -> Result<Vec<BatchHeader>> {
         let (segments, _, _) = self.snapshot_from(offset, |v| v.log_end)?;
         let mut headers = Vec::new();

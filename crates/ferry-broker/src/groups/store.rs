@@ -1,0 +1,270 @@
+//! The durable side of consumer groups: committed offsets and each group's last generation.
+//!
+//! Why a small store of its own and not an internal compacted topic like Kafka's
+//! `__consumer_offsets`: ferry-log has no compaction, and the state is small (one entry per
+//! group, topic and partition) and read only at start. So it is an append-only file of framed
+//! records (`u32 length`, `u32 CRC-32C`, JSON payload), replayed into memory at start and
+//! rewritten whole when it has grown to several times the live state. A commit is answered only
+//! after its record is fsynced. Recovery stops at the first torn or corrupt frame and truncates
+//! there, like the partition logs.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The next offset the group will read.
+    pub offset: i64,
+    /// The leader epoch the client saw, echoed back on fetch.
+    pub leader_epoch: i32,
+    /// Free-form client metadata.
+    pub metadata: Option<String>,
+}
+
+/// Per group: what survives a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Last completed generation, so generations keep increasing across restarts.
+    pub generation: i32,
+    /// "consumer" for Kafka consumers.
+    pub protocol_type: Option<String>,
+    /// (topic, partition) -> committed offset.
+    pub offsets: BTreeMap<(String, i32), Committed>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Commit { group: String, offsets: Vec<(String, i32, Committed)> },
+    Generation { group: String, generation: i32, protocol_type: Option<String> },
+    Delete { group: String },
+    Snapshot { group: String, state: SnapshotState },
+}
+
+/// A group's state in a compacted file (serde cannot key JSON maps by tuples).
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotState {
+    generation: i32,
+    protocol_type: Option<String>,
+    offsets: Vec<(String, i32, Committed)>,
+}
+
+/// Why the group store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("group store {path}: {source}")]
+pub struct StoreError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+#[derive(Debug)]
+struct Inner {
+    file: File,
+    groups: BTreeMap<String, GroupRecord>,
+    records: usize,
+}
+
+/// The durable offsets and generations of every group.
+#[derive(Debug)]
+pub struct GroupStore {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+const FILE: &str = "groups.log";
+/// Rewrite the file when it holds this many times more records than live entries.
+const COMPACT_FACTOR: usize = 8;
+#[cfg(not(test))]
+const COMPACT_MIN_RECORDS: usize = 10_000;
+#[cfg(test)]
+const COMPACT_MIN_RECORDS: usize = 200;
+
+impl GroupStore {
+    /// Open `<dir>/groups.log`, replaying it and truncating a torn tail.
+    pub fn open(dir: &Path) -> Result<GroupStore, StoreError> {
+        let path = dir.join(FILE);
+        let err = |source| StoreError { path: path.clone(), source };
+        fs::create_dir_all(dir).map_err(err)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(err)?;
+        let mut groups = BTreeMap::new();
+        let mut pos = 0usize;
+        let mut records = 0usize;
+        while let Some((record, len)) = parse_frame(&bytes[pos..]) {
+            apply(&mut groups, record);
+            pos += len;
+            records += 1;
+        }
+        if pos < bytes.len() {
+            tracing::warn!(file = %path.display(), position = pos, dropped = bytes.len() - pos, "group store: truncating a torn or corrupt tail");
+            file.set_len(pos as u64).map_err(err)?;
+            file.sync_all().map_err(err)?;
+        }
+        Ok(GroupStore { path, inner: Mutex::new(Inner { file, groups, records }) })
+    }
+
+    /// Everything known, for rebuilding the coordinator at start.
+    pub fn groups(&self) -> BTreeMap<String, GroupRecord> {
+        self.inner.lock().groups.clone()
+    }
+
+    /// The committed offset of one partition.
+    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
+        self.inner.lock().groups.get(group).and_then(|g| g.offsets.get(&(topic.to_owned(), partition)).cloned())
+    }
+
+    /// Every committed offset of a group.
+    pub fn offsets(&self, group: &str) -> BTreeMap<(String, i32), Committed> {
+        self.inner.lock().groups.get(group).map(|g| g.offsets.clone()).unwrap_or_default()
+    }
+
+    /// Durably record commits; returns after the fsync. Blocking.
+    pub fn commit(&self, group: &str, offsets: Vec<(String, i32, Committed)>) -> Result<(), StoreError> {
+        self.append(Record::Commit { group: group.to_owned(), offsets })
+    }
+
+    /// Durably record a completed generation. Blocking.
+    pub fn generation(&self, group: &str, generation: i32, protocol_type: Option<String>) -> Result<(), StoreError> {
+        self.append(Record::Generation { group: group.to_owned(), generation, protocol_type })
+    }
+
+    /// Forget a group and its offsets. Blocking.
+    pub fn delete(&self, group: &str) -> Result<(), StoreError> {
+        self.append(Record::Delete { group: group.to_owned() })
+    }
+
+    fn append(&self, record: Record) -> Result<(), StoreError> {
+        let err = |source| StoreError { path: self.path.clone(), source };
+        let frame = frame(&record);
+        let mut inner = self.inner.lock();
+        inner.file.write_all(&frame).map_err(err)?;
+        inner.file.sync_data().map_err(err)?;
+        apply(&mut inner.groups, record);
+        inner.records += 1;
+        let live: usize = inner.groups.values().map(|g| g.offsets.len() + 1).sum();
+        if inner.records >= COMPACT_MIN_RECORDS && inner.records > live * COMPACT_FACTOR {
+            self.compact(&mut inner).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrite the file as one snapshot record per group: write a temp file, fsync, rename over.
+    fn compact(&self, inner: &mut Inner) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("log.tmp");
+        let mut out = File::create(&tmp)?;
+        for (group, g) in &inner.groups {
+            let state = SnapshotState {
+                generation: g.generation,
+                protocol_type: g.protocol_type.clone(),
+                offsets: g.offsets.iter().map(|((t, p), c)| (t.clone(), *p, c.clone())).collect(),
+            };
+            out.write_all(&frame(&Record::Snapshot { group: group.clone(), state }))?;
+        }
+        out.sync_all()?;
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        inner.file = OpenOptions::new().append(true).read(true).open(&self.path)?;
+        inner.records = inner.groups.len();
+        Ok(())
+    }
+}
+
+fn frame(record: &Record) -> Vec<u8> {
+    let payload = serde_json::to_vec(record).expect("group records serialize");
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// A whole, intact frame at the start of `bytes`, and its length.
+fn parse_frame(bytes: &[u8]) -> Option<(Record, usize)> {
+    let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let payload = bytes.get(8..8usize.checked_add(len)?)?;
+    if crc32c::crc32c(payload) != crc {
+        return None;
+    }
+    Some((serde_json::from_slice(payload).ok()?, 8 + len))
+}
+
+fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {
+    match record {
+        Record::Commit { group, offsets } => {
+            let g = groups.entry(group).or_default();
+            for (topic, partition, committed) in offsets {
+                g.offsets.insert((topic, partition), committed);
+            }
+        }
+        Record::Generation { group, generation, protocol_type } => {
+            let g = groups.entry(group).or_default();
+            g.generation = generation;
+            g.protocol_type = protocol_type;
+        }
+        Record::Delete { group } => {
+            groups.remove(&group);
+        }
+        Record::Snapshot { group, state } => {
+            let offsets = state.offsets.into_iter().map(|(t, p, c)| ((t, p), c)).collect();
+            groups.insert(group, GroupRecord { generation: state.generation, protocol_type: state.protocol_type, offsets });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(offset: i64) -> Committed {
+        Committed { offset, leader_epoch: 0, metadata: None }
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = GroupStore::open(dir.path()).unwrap();
+            s.commit("g", vec![("t".into(), 0, c(5)), ("t".into(), 1, c(7))]).unwrap();
+            s.generation("g", 3, Some("consumer".into())).unwrap();
+            s.commit("g", vec![("t".into(), 0, c(9))]).unwrap();
+            s.commit("gone", vec![("t".into(), 0, c(1))]).unwrap();
+            s.delete("gone").unwrap();
+        }
+        // A torn write at the tail.
+        let mut f = OpenOptions::new().append(true).open(dir.path().join(FILE)).unwrap();
+        f.write_all(&[0, 0, 0, 50, 1, 2, 3]).unwrap();
+        drop(f);
+        let s = GroupStore::open(dir.path()).unwrap();
+        assert_eq!(s.committed("g", "t", 0), Some(c(9)));
+        assert_eq!(s.committed("g", "t", 1), Some(c(7)));
+        assert_eq!(s.groups()["g"].generation, 3);
+        assert!(!s.groups().contains_key("gone"));
+        s.commit("g", vec![("t".into(), 1, c(8))]).unwrap();
+        drop(s);
+        assert_eq!(GroupStore::open(dir.path()).unwrap().committed("g", "t", 1), Some(c(8)));
+    }
+
+    #[test]
+    fn compaction_keeps_the_live_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = GroupStore::open(dir.path()).unwrap();
+        for i in 0..(COMPACT_MIN_RECORDS as i64 + 10) {
+            s.commit("g", vec![("t".into(), (i % 3) as i32, c(i))]).unwrap();
+        }
+        let size = fs::metadata(dir.path().join(FILE)).unwrap().len();
+        assert!(size < 2_000, "compacted to {size} bytes");
+        drop(s);
+        let s = GroupStore::open(dir.path()).unwrap();
+        let last = COMPACT_MIN_RECORDS as i64 + 9;
+        assert_eq!(s.committed("g", "t", (last % 3) as i32), Some(c(last)));
+    }
+}

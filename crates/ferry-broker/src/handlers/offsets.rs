@@ -1,0 +1,152 @@
+//! OffsetCommit and OffsetFetch. A commit is answered only after it is fsynced.
+
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse};
+
+use super::groups::group_error;
+use super::{Reply, str_bytes, topic_name};
+use crate::groups::Committed;
+use crate::state::Shared;
+
+/// Kafka's offset.metadata.max.bytes.
+const MAX_METADATA: usize = 4096;
+
+pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> Reply {
+    let group = req.group_id.0.to_string();
+    let check = shared.groups.coordinator.check_commit(&group, req.generation_id_or_member_epoch, req.member_id.as_str());
+    let mut to_store = Vec::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let topic = shared.store.topic(&name);
+        let partitions = t
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let code = if let Err(e) = check {
+                    group_error(e).code()
+                } else if topic.as_ref().and_then(|t| t.partition(p.partition_index)).is_none() {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA) {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                } else {
+                    to_store.push((
+                        name.clone(),
+                        p.partition_index,
+                        Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p.committed_metadata.map(|m| m.to_string()),
+                        },
+                    ));
+                    0
+                };
+                OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code)
+            })
+            .collect();
+        topics.push(OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions));
+    }
+    let mut response = OffsetCommitResponse::default().with_topics(topics);
+    if to_store.is_empty() {
+        return Box::pin(async move { Some(response.into()) });
+    }
+    shared.groups.coordinator.touch(&group);
+    let store = shared.groups.store.clone();
+    Box::pin(async move {
+        let result = tokio::task::spawn_blocking(move || store.commit(&group, to_store)).await;
+        if !matches!(result, Ok(Ok(()))) {
+            tracing::error!(?result, "cannot persist committed offsets");
+            for t in &mut response.topics {
+                for p in &mut t.partitions {
+                    if p.error_code == 0 {
+                        p.error_code = ResponseError::UnknownServerError.code();
+                    }
+                }
+            }
+        }
+        Some(response.into())
+    })
+}
+
+/// Committed offsets for (topic, partitions) of a group; `None` topics means every committed one.
+fn lookup(shared: &Shared, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+    match wanted {
+        Some(list) => list
+            .into_iter()
+            .map(|(topic, parts)| {
+                let found = parts.into_iter().map(|p| (p, shared.groups.store.committed(group, &topic, p))).collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+            for ((topic, p), c) in shared.groups.store.offsets(group) {
+                match by_topic.last_mut() {
+                    Some((t, v)) if *t == topic => v.push((p, Some(c))),
+                    _ => by_topic.push((topic, vec![(p, Some(c))])),
+                }
+            }
+            by_topic
+        }
+    }
+}
+
+pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+                let topics = lookup(shared, g.group_id.0.as_str(), wanted)
+                    .into_iter()
+                    .map(|(topic, parts)| {
+                        let partitions = parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: None });
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(c.offset)
+                                    .with_committed_leader_epoch(c.leader_epoch)
+                                    .with_metadata(Some(str_bytes(c.metadata.unwrap_or_default())))
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default().with_name(topic_name(&topic)).with_partitions(partitions)
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    let topics = lookup(shared, req.group_id.0.as_str(), wanted)
+        .into_iter()
+        .map(|(topic, parts)| {
+            let partitions = parts
+                .into_iter()
+                .map(|(p, c)| {
+                    let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: None });
+                    let mut r = OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(c.offset)
+                        .with_metadata(Some(str_bytes(c.metadata.unwrap_or_default())));
+                    if version >= 5 {
+                        r.committed_leader_epoch = c.leader_epoch;
+                    }
+                    r
+                })
+                .collect();
+            OffsetFetchResponseTopic::default().with_name(topic_name(&topic)).with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
