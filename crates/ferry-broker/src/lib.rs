@@ -30,7 +30,8 @@ pub use config::BrokerConfig;
 pub use versions::{SUPPORTED, Supported};
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 use crate::state::Shared;
@@ -71,7 +72,7 @@ pub enum Error {
 pub struct BrokerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -88,7 +89,7 @@ impl BrokerHandle {
 
     /// Stop accepting, close connections, flush every partition.
     pub async fn shutdown(self) -> Result<(), Error> {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -134,23 +135,23 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         producer_ids,
         config,
     });
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let tasks = vec![
-        tokio::spawn(server::accept_loop(tcp, shared.clone(), shutdown_rx.clone())),
-        tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
-        tokio::spawn(group_clock(shared.clone(), shutdown_rx)),
+        tokio::spawn(server::accept_loop(tcp, shared.clone(), shutdown.clone())),
+        tokio::spawn(retention_loop(shared.clone(), shutdown.clone())),
+        tokio::spawn(group_clock(shared.clone(), shutdown.clone())),
     ];
     tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
     Ok(BrokerHandle { local_addr, shared, shutdown, tasks })
 }
 
 /// Apply retention now and then, off the async threads.
-async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn retention_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.retention_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let s = shared.clone();
@@ -165,12 +166,12 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
 }
 
 /// Expire silent group members and finish overdue rebalances.
-async fn group_clock(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn group_clock(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(groups::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.cancelled() => return,
             _ = tick.tick() => shared.groups.tick(),
         }
     }

@@ -17,7 +17,8 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, DecodeError};
 use crate::handlers;
@@ -29,11 +30,11 @@ const MAX_IN_FLIGHT: usize = 32;
 /// A response still being worked out: `None` when the request gets no answer (acks=0).
 pub type Pending = BoxFuture<'static, Option<Bytes>>;
 
-/// Accept connections until `shutdown` turns true.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+/// Accept connections until `shutdown` is cancelled.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -49,7 +50,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
     tracing::debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
@@ -57,7 +58,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mu
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     loop {
         let frame = tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.cancelled() => break,
             frame = read_frame(&mut reader, shared.config.max_request_bytes) => frame,
         };
         let frame = match frame {
