@@ -48,7 +48,11 @@ pub fn preamble(frame: &[u8]) -> Result<Preamble, DecodeError> {
         return Err(DecodeError::TooShort(frame.len()));
     }
     let mut b = &frame[..8];
-    Ok(Preamble { api_key: b.get_i16(), api_version: b.get_i16(), correlation_id: b.get_i32() })
+    Ok(Preamble {
+        api_key: b.get_i16(),
+        api_version: b.get_i16(),
+        correlation_id: b.get_i32(),
+    })
 }
 
 /// A decoded request.
@@ -68,8 +72,19 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     let pre = preamble(&frame)?;
     let api = ApiKey::try_from(pre.api_key).map_err(|_| DecodeError::UnknownApiKey(pre.api_key))?;
     let version = pre.api_version;
-    let malformed = |reason: String| DecodeError::Malformed { api, version, reason };
-    if !api.valid_versions().intersect(&kafka_protocol::protocol::VersionRange { min: version, max: version }).is_empty() {
+    let malformed = |reason: String| DecodeError::Malformed {
+        api,
+        version,
+        reason,
+    };
+    if !api
+        .valid_versions()
+        .intersect(&kafka_protocol::protocol::VersionRange {
+            min: version,
+            max: version,
+        })
+        .is_empty()
+    {
         // A version the codec knows: decode it. The codec returns errors for short or
         // inconsistent input; catch_unwind is a second line of defence so that a bug in the
         // generated code can never take more than this one connection down.
@@ -99,8 +114,14 @@ pub fn encode_response(
     buf.put_i32(0); // length, patched below
     // ApiVersions responses always use header v0 so a client can parse them before it knows
     // which versions the broker speaks (KIP-511).
-    let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
-    ResponseHeader::default().with_correlation_id(correlation_id).encode(&mut buf, header_version)?;
+    let header_version = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)?;
     body.encode(&mut buf, version)?;
     let len = i32::try_from(buf.len() - 4)?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
@@ -150,11 +171,17 @@ mod tests {
 
     #[test]
     fn short_frames_are_errors() {
-        assert!(matches!(decode_request(Bytes::from_static(&[0, 1, 2])), Err(DecodeError::TooShort(3))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 1, 2])),
+            Err(DecodeError::TooShort(3))
+        ));
     }
 
     #[test]
     fn unknown_api_key_is_an_error() {
-        assert!(matches!(decode_request(frame(999, 0, &[])), Err(DecodeError::UnknownApiKey(999))));
+        assert!(matches!(
+            decode_request(frame(999, 0, &[])),
+            Err(DecodeError::UnknownApiKey(999))
+        ));
     }
 }

@@ -31,8 +31,8 @@ pub use versions::{SUPPORTED, Supported};
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::state::Shared;
 
@@ -109,27 +109,50 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let listener: ferry_log::DurableListener = Arc::new(move || listener_signal.notify_waiters());
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
-    let (store, cluster_id, groups, producer_ids) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-        std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir { path: data_dir.clone(), source })?;
-        let cluster_id = cluster_id(&data_dir)?;
-        let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
-        let groups = groups::Groups::open(&data_dir).map_err(|e| Error::Groups(e.to_string()))?;
-        let producer_ids = producer_ids::ProducerIds::open(&data_dir)
-            .map_err(|source| Error::DataDir { path: data_dir.join("producer-ids"), source })?;
-        Ok((store, cluster_id, groups, Arc::new(producer_ids)))
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))??;
+    let (store, cluster_id, groups, producer_ids) =
+        tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
+                path: data_dir.clone(),
+                source,
+            })?;
+            let cluster_id = cluster_id(&data_dir)?;
+            let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
+            let groups =
+                groups::Groups::open(&data_dir).map_err(|e| Error::Groups(e.to_string()))?;
+            let producer_ids =
+                producer_ids::ProducerIds::open(&data_dir).map_err(|source| Error::DataDir {
+                    path: data_dir.join("producer-ids"),
+                    source,
+                })?;
+            Ok((store, cluster_id, groups, Arc::new(producer_ids)))
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
 
-    let tcp = TcpListener::bind(config.listen).await.map_err(|source| Error::Bind { addr: config.listen, source })?;
-    let local_addr = tcp.local_addr().map_err(|source| Error::Bind { addr: config.listen, source })?;
+    let tcp = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = tcp.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let host = config.advertised_host.clone().unwrap_or_else(|| {
-        if local_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local_addr.ip().to_string() }
+        if local_addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            local_addr.ip().to_string()
+        }
     });
     let shared = Arc::new(Shared {
         store,
         data_ready,
-        advertised: (host, i32::from(config.advertised_port.unwrap_or(local_addr.port()))),
+        advertised: (
+            host,
+            i32::from(config.advertised_port.unwrap_or(local_addr.port())),
+        ),
         cluster_id,
         groups,
         producer_ids,
@@ -142,7 +165,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         tokio::spawn(group_clock(shared.clone(), shutdown.clone())),
     ];
     tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
-    Ok(BrokerHandle { local_addr, shared, shutdown, tasks })
+    Ok(BrokerHandle {
+        local_addr,
+        shared,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Apply retention now and then, off the async threads.
@@ -155,7 +183,9 @@ async fn retention_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
         }
         let s = shared.clone();
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         match tokio::task::spawn_blocking(move || s.store.enforce_retention(now_ms)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
@@ -184,7 +214,10 @@ fn cluster_id(data_dir: &std::path::Path) -> Result<String, Error> {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
         Ok(_) | Err(_) => {
             let id = format!("ferry-{}", uuid::Uuid::new_v4().simple());
-            std::fs::write(&path, &id).map_err(|source| Error::DataDir { path: path.clone(), source })?;
+            std::fs::write(&path, &id).map_err(|source| Error::DataDir {
+                path: path.clone(),
+                source,
+            })?;
             Ok(id)
         }
     }

@@ -28,7 +28,10 @@ impl ProducerIds {
             Err(e) => return Err(e),
         };
         // Nothing reserved yet in this run: the first allocation reserves a block.
-        Ok(ProducerIds { path, range: Mutex::new((start, start)) })
+        Ok(ProducerIds {
+            path,
+            range: Mutex::new((start, start)),
+        })
     }
 
     /// A fresh producer id. Blocking (an fsync once per block).

@@ -50,7 +50,12 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: C
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
     tracing::debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
@@ -125,7 +130,10 @@ pub enum FrameError {
 }
 
 /// Read one length-prefixed frame; `Ok(None)` on a clean end of stream.
-async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -173,7 +181,13 @@ fn dispatch(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pend
     }))
 }
 
-fn ready(api: ApiKey, version: i16, correlation_id: i32, body: ResponseKind) -> Result<Pending, FrameError> {
-    let bytes = codec::encode_response(api, version, correlation_id, &body).map_err(|e| FrameError::Encode(e.to_string()))?;
+fn ready(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: ResponseKind,
+) -> Result<Pending, FrameError> {
+    let bytes = codec::encode_response(api, version, correlation_id, &body)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
     Ok(Box::pin(async move { Some(bytes) }))
 }

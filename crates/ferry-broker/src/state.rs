@@ -34,13 +34,23 @@ pub struct Shared {
 impl Shared {
     /// The topic named `name`, created with the default partition count when auto-creation is on
     /// and `allow` says the client wants it. `Ok(None)`: unknown and not created.
-    pub fn topic_for_write(&self, name: &str, allow: bool) -> ferry_log::Result<Option<Arc<ferry_log::Topic>>> {
+    pub fn topic_for_write(
+        &self,
+        name: &str,
+        allow: bool,
+    ) -> ferry_log::Result<Option<Arc<ferry_log::Topic>>> {
         if let Some(t) = self.store.topic(name) {
             return Ok(Some(t));
         }
         if allow && self.config.auto_create_topics {
-            let topic = self.store.get_or_create_topic(name, self.config.default_partitions)?;
-            tracing::info!(topic = name, partitions = topic.partition_count(), "auto-created topic");
+            let topic = self
+                .store
+                .get_or_create_topic(name, self.config.default_partitions)?;
+            tracing::info!(
+                topic = name,
+                partitions = topic.partition_count(),
+                "auto-created topic"
+            );
             return Ok(Some(topic));
         }
         Ok(None)

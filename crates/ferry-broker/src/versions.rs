@@ -65,7 +65,13 @@ mod tests {
         for s in SUPPORTED {
             let codec = s.key.valid_versions();
             assert!(s.min <= s.max, "{:?}", s.key);
-            assert!(codec.min <= s.min && s.max <= codec.max, "{:?}: {}..{} vs {codec}", s.key, s.min, s.max);
+            assert!(
+                codec.min <= s.min && s.max <= codec.max,
+                "{:?}: {}..{} vs {codec}",
+                s.key,
+                s.min,
+                s.max
+            );
         }
     }
 }

@@ -8,11 +8,13 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use rdkafka::producer::FutureRecord;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,7 +45,9 @@ fn frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &R)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("raw-test")));
-    header.encode(&mut buf, api.request_header_version(version)).unwrap();
+    header
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
     body.encode(&mut buf, version).unwrap();
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
@@ -51,7 +55,10 @@ fn frame<R: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &R)
 }
 
 async fn read_response(stream: &mut TcpStream) -> Bytes {
-    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_i32()).await.unwrap().unwrap();
+    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_i32())
+        .await
+        .unwrap()
+        .unwrap();
     let mut buf = vec![0u8; len as usize];
     stream.read_exact(&mut buf).await.unwrap();
     Bytes::from(buf)
@@ -61,17 +68,28 @@ async fn read_response(stream: &mut TcpStream) -> Bytes {
 async fn normal_client_works(bootstrap: &str, topic: &str) {
     let producer = common::producer(bootstrap, "all");
     let delivery = producer
-        .send(FutureRecord::to(topic).key("k").payload("still here"), Duration::from_secs(10))
+        .send(
+            FutureRecord::to(topic).key("k").payload("still here"),
+            Duration::from_secs(10),
+        )
         .await
         .expect("delivered");
     let bootstrap = bootstrap.to_owned();
     let topic = topic.to_owned();
     let got = tokio::task::spawn_blocking(move || {
-        common::consume_from_beginning(&bootstrap, &[(&topic, 0)], delivery.offset as usize + 1, Duration::from_secs(10))
+        common::consume_from_beginning(
+            &bootstrap,
+            &[(&topic, 0)],
+            delivery.offset as usize + 1,
+            Duration::from_secs(10),
+        )
     })
     .await
     .unwrap();
-    assert_eq!(got.last().and_then(|g| g.value.clone()), Some(b"still here".to_vec()));
+    assert_eq!(
+        got.last().and_then(|g| g.value.clone()),
+        Some(b"still here".to_vec())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,12 +104,35 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
     let mut bystander = TcpStream::connect(addr).await.unwrap();
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("oversized length prefix", 200_000_000i32.to_be_bytes().to_vec()),
+        (
+            "oversized length prefix",
+            200_000_000i32.to_be_bytes().to_vec(),
+        ),
         ("negative length prefix", (-5i32).to_be_bytes().to_vec()),
-        ("frame shorter than a header", [&4i32.to_be_bytes()[..], &[1, 2, 3, 4]].concat()),
-        ("unknown api key", [&12i32.to_be_bytes()[..], &[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]].concat()),
-        ("random bytes", [&64i32.to_be_bytes()[..], &[0xA5; 64]].concat()),
-        ("truncated metadata body", [&10i32.to_be_bytes()[..], &[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff]].concat()),
+        (
+            "frame shorter than a header",
+            [&4i32.to_be_bytes()[..], &[1, 2, 3, 4]].concat(),
+        ),
+        (
+            "unknown api key",
+            [
+                &12i32.to_be_bytes()[..],
+                &[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+            ]
+            .concat(),
+        ),
+        (
+            "random bytes",
+            [&64i32.to_be_bytes()[..], &[0xA5; 64]].concat(),
+        ),
+        (
+            "truncated metadata body",
+            [
+                &10i32.to_be_bytes()[..],
+                &[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff],
+            ]
+            .concat(),
+        ),
     ];
     for (what, bytes) in cases {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -100,10 +141,22 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
     }
 
     // The idle connection still works: ApiVersions on it gets an answer.
-    send_raw(&mut bystander, &frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default())).await;
+    send_raw(
+        &mut bystander,
+        &frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default()),
+    )
+    .await;
     let mut resp = read_response(&mut bystander).await;
-    assert_eq!(ResponseHeader::decode(&mut resp, 0).unwrap().correlation_id, 1);
-    assert_eq!(ApiVersionsResponse::decode(&mut resp, 3).unwrap().error_code, 0);
+    assert_eq!(
+        ResponseHeader::decode(&mut resp, 0).unwrap().correlation_id,
+        1
+    );
+    assert_eq!(
+        ApiVersionsResponse::decode(&mut resp, 3)
+            .unwrap()
+            .error_code,
+        0
+    );
 
     normal_client_works(&broker.bootstrap_servers(), "after-garbage").await;
     broker.shutdown().await.unwrap();
@@ -129,7 +182,11 @@ async fn unsupported_api_versions_version_gets_unsupported_version_and_the_list(
     assert_eq!(resp.get_i32(), 42, "correlation id");
     let body = ApiVersionsResponse::decode(&mut resp, 0).unwrap();
     assert_eq!(body.error_code, 35, "UNSUPPORTED_VERSION");
-    let produce = body.api_keys.iter().find(|k| k.api_key == ApiKey::Produce as i16).expect("Produce listed");
+    let produce = body
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .expect("Produce listed");
     assert!(produce.min_version >= 3, "record batches need Produce v3+");
     broker.shutdown().await.unwrap();
 }
@@ -153,17 +210,31 @@ fn batch(records: usize) -> BytesMut {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
     buf
 }
 
 async fn produce_raw(s: &mut TcpStream, topic: &str, records: Bytes) -> i16 {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ]);
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
     send_raw(s, &frame(ApiKey::Produce, 7, 9, &req)).await;
     let mut resp = read_response(s).await;
     ResponseHeader::decode(&mut resp, ApiKey::Produce.response_header_version(7)).unwrap();
@@ -177,11 +248,19 @@ async fn bad_crc_is_rejected_with_corrupt_message_and_nothing_is_written() {
     let broker = common::start(dir.path()).await;
     let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
 
-    assert_eq!(produce_raw(&mut s, "crc", batch(3).freeze()).await, 0, "a good batch is accepted");
+    assert_eq!(
+        produce_raw(&mut s, "crc", batch(3).freeze()).await,
+        0,
+        "a good batch is accepted"
+    );
     let mut bad = batch(2);
     let last = bad.len() - 1;
     bad[last] ^= 0x55; // inside the CRC-covered records
-    assert_eq!(produce_raw(&mut s, "crc", bad.freeze()).await, 2, "CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_raw(&mut s, "crc", bad.freeze()).await,
+        2,
+        "CORRUPT_MESSAGE"
+    );
     // The same connection goes on working, and only the good batch is in the log.
     assert_eq!(produce_raw(&mut s, "crc", batch(1).freeze()).await, 0);
     let bootstrap = broker.bootstrap_servers();
@@ -190,8 +269,14 @@ async fn bad_crc_is_rejected_with_corrupt_message_and_nothing_is_written() {
     })
     .await
     .unwrap();
-    let values: Vec<_> = got.iter().map(|g| String::from_utf8(g.value.clone().unwrap()).unwrap()).collect();
+    let values: Vec<_> = got
+        .iter()
+        .map(|g| String::from_utf8(g.value.clone().unwrap()).unwrap())
+        .collect();
     assert_eq!(values, ["v0", "v1", "v2", "v0"]);
-    assert_eq!(got.iter().map(|g| g.offset).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        got.iter().map(|g| g.offset).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     broker.shutdown().await.unwrap();
 }

@@ -52,15 +52,22 @@ impl Member {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
                     g.lock().unwrap().push((m.partition(), m.offset()));
                 }
-                let mut parts: Vec<i32> =
-                    consumer.assignment().map(|t| t.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
+                let mut parts: Vec<i32> = consumer
+                    .assignment()
+                    .map(|t| t.elements().iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default();
                 parts.sort();
                 *a.lock().unwrap() = parts;
             }
             // Dropping the consumer closes it: a dynamic member sends LeaveGroup, a static one does not.
             drop(consumer);
         });
-        Member { stop, got, assignment, thread: Some(thread) }
+        Member {
+            stop,
+            got,
+            assignment,
+            thread: Some(thread),
+        }
     }
 
     fn assignment(&self) -> Vec<i32> {
@@ -95,7 +102,10 @@ async fn produce(bootstrap: &str, from: usize, to: usize) {
     let mut pending = Vec::new();
     for i in from..to {
         let value = i.to_string();
-        let record = FutureRecord::to(TOPIC).key("k").payload(&value).partition(i as i32 % PARTITIONS);
+        let record = FutureRecord::to(TOPIC)
+            .key("k")
+            .payload(&value)
+            .partition(i as i32 % PARTITIONS);
         pending.push(producer.send_result(record).unwrap());
     }
     for p in pending {
@@ -108,9 +118,15 @@ async fn group_balances_rebalances_on_leave_and_evicts_silent_members() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::start(dir.path()).await;
     let bootstrap = broker.bootstrap_servers();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
     admin
-        .create_topics(&[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap()[0]
         .as_ref()
@@ -129,8 +145,13 @@ async fn group_balances_rebalances_on_leave_and_evicts_silent_members() {
 
     // No member fails: every message is consumed exactly once across the group.
     produce(&bootstrap, 0, 600).await;
-    let total = || a.got.lock().unwrap().len() + b.got.lock().unwrap().len() + c.got.lock().unwrap().len();
-    assert!(common::eventually(Duration::from_secs(30), || total() >= 600).await, "consumed {}", total());
+    let total =
+        || a.got.lock().unwrap().len() + b.got.lock().unwrap().len() + c.got.lock().unwrap().len();
+    assert!(
+        common::eventually(Duration::from_secs(30), || total() >= 600).await,
+        "consumed {}",
+        total()
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut seen = HashSet::new();
     for m in [&a, &b, &c] {
@@ -154,18 +175,25 @@ async fn group_balances_rebalances_on_leave_and_evicts_silent_members() {
     let stopped = Instant::now();
     c.stop();
     assert!(
-        common::eventually(Duration::from_secs(30), || b.assignment().len() == PARTITIONS as usize).await,
+        common::eventually(Duration::from_secs(30), || b.assignment().len()
+            == PARTITIONS as usize)
+        .await,
         "after eviction: {:?}",
         b.assignment()
     );
     let waited = stopped.elapsed();
-    assert!(waited >= Duration::from_secs(4), "C was removed after {waited:?}: by its session timeout, not a leave");
+    assert!(
+        waited >= Duration::from_secs(4),
+        "C was removed after {waited:?}: by its session timeout, not a leave"
+    );
 
     // B now consumes what is produced to every partition.
     let before = b.got.lock().unwrap().len();
     produce(&bootstrap, 600, 660).await;
     assert!(
-        common::eventually(Duration::from_secs(20), || b.got.lock().unwrap().len() >= before + 60).await,
+        common::eventually(Duration::from_secs(20), || b.got.lock().unwrap().len()
+            >= before + 60)
+        .await,
         "B consumed {} new",
         b.got.lock().unwrap().len() - before
     );

@@ -51,28 +51,54 @@ async fn cut_connections_never_duplicate_or_reorder_idempotent_produce() {
     let mut pending = Vec::with_capacity(MESSAGES);
     for i in 0..MESSAGES {
         let value = format!("{i:08}");
-        pending.push(producer.send_result(FutureRecord::to("idem").key("one-key").payload(&value).partition(0)).unwrap());
+        pending.push(
+            producer
+                .send_result(
+                    FutureRecord::to("idem")
+                        .key("one-key")
+                        .payload(&value)
+                        .partition(0),
+                )
+                .unwrap(),
+        );
         if pending.len() % 10_000 == 0 {
             tokio::task::yield_now().await;
         }
     }
     for p in pending {
-        p.await.expect("not cancelled").expect("delivered despite cut connections");
+        p.await
+            .expect("not cancelled")
+            .expect("delivered despite cut connections");
     }
     cutter.0.store(true, std::sync::atomic::Ordering::Relaxed);
     cutter.2.await.unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
     let cuts = cutter.1.cuts();
-    assert!(cuts >= 3, "connections were cut {cuts} times during the run");
+    assert!(
+        cuts >= 3,
+        "connections were cut {cuts} times during the run"
+    );
 
     let bootstrap = broker.bootstrap_servers();
     let got = tokio::task::spawn_blocking(move || {
-        common::consume_from_beginning(&bootstrap, &[("idem", 0)], MESSAGES + 1, Duration::from_secs(20))
+        common::consume_from_beginning(
+            &bootstrap,
+            &[("idem", 0)],
+            MESSAGES + 1,
+            Duration::from_secs(20),
+        )
     })
     .await
     .unwrap();
-    let values: Vec<String> = got.iter().map(|g| String::from_utf8(g.value.clone().unwrap()).unwrap()).collect();
-    assert_eq!(values.len(), MESSAGES, "each message exactly once (cut {cuts} times)");
+    let values: Vec<String> = got
+        .iter()
+        .map(|g| String::from_utf8(g.value.clone().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        values.len(),
+        MESSAGES,
+        "each message exactly once (cut {cuts} times)"
+    );
     for (i, v) in values.iter().enumerate() {
         assert_eq!(*v, format!("{i:08}"), "in order");
     }

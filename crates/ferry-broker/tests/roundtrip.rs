@@ -6,11 +6,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::ClientConfig;
 
 const TOPICS: &[(&str, i32)] = &[("alpha", 1), ("beta", 3), ("gamma", 4)];
 const MESSAGES: usize = 100_000;
@@ -27,10 +27,19 @@ async fn hundred_thousand_messages_round_trip_byte_exact() {
     let broker = common::start(dir.path()).await;
     let bootstrap = broker.bootstrap_servers();
 
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    let new: Vec<NewTopic> = TOPICS.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1))).collect();
-    for r in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = TOPICS
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    for r in admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .unwrap()
+    {
         r.expect("topic created");
     }
 
@@ -43,20 +52,38 @@ async fn hundred_thousand_messages_round_trip_byte_exact() {
             let key = format!("key-{i}");
             let value = payload(i);
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "seq", value: Some(&i.to_string()) })
-                .insert(Header { key: "bin", value: Some(&[0u8, 255, 1, 254][..]) })
-                .insert(Header::<&[u8]> { key: "null", value: None });
+                .insert(Header {
+                    key: "seq",
+                    value: Some(&i.to_string()),
+                })
+                .insert(Header {
+                    key: "bin",
+                    value: Some(&[0u8, 255, 1, 254][..]),
+                })
+                .insert(Header::<&[u8]> {
+                    key: "null",
+                    value: None,
+                });
             let partition = (i / TOPICS.len()) as i32 % partitions;
-            let record = FutureRecord::to(topic).key(&key).payload(&value).headers(headers).partition(partition);
+            let record = FutureRecord::to(topic)
+                .key(&key)
+                .payload(&value)
+                .headers(headers)
+                .partition(partition);
             pending.push((i, topic, producer.send_result(record).expect("queued")));
         }
         for (i, topic, fut) in pending {
             let delivery = fut.await.expect("not cancelled").expect("delivered");
-            sent.entry((topic.to_owned(), delivery.partition)).or_default().push((i, delivery.offset));
+            sent.entry((topic.to_owned(), delivery.partition))
+                .or_default()
+                .push((i, delivery.offset));
         }
     }
 
-    let parts: Vec<(&str, i32)> = TOPICS.iter().flat_map(|(t, n)| (0..*n).map(move |p| (*t, p))).collect();
+    let parts: Vec<(&str, i32)> = TOPICS
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| (*t, p)))
+        .collect();
     let bootstrap2 = bootstrap.clone();
     let got = tokio::task::spawn_blocking(move || {
         common::consume_from_beginning(&bootstrap2, &parts, MESSAGES, Duration::from_secs(120))
@@ -67,7 +94,10 @@ async fn hundred_thousand_messages_round_trip_byte_exact() {
 
     let mut by_partition: HashMap<(String, i32), Vec<common::Got>> = HashMap::new();
     for g in got {
-        by_partition.entry((g.topic.clone(), g.partition)).or_default().push(g);
+        by_partition
+            .entry((g.topic.clone(), g.partition))
+            .or_default()
+            .push(g);
     }
     for (tp, mut expected) in sent {
         expected.sort_by_key(|(_, offset)| *offset);
@@ -77,7 +107,11 @@ async fn hundred_thousand_messages_round_trip_byte_exact() {
             assert_eq!(g.offset, *offset, "{tp:?} offsets in order");
             assert_eq!(g.offset, n as i64, "{tp:?} offsets dense from 0");
             assert_eq!(g.key.as_deref(), Some(format!("key-{i}").as_bytes()));
-            assert_eq!(g.value.as_deref(), Some(&payload(*i)[..]), "{tp:?} payload of message {i}");
+            assert_eq!(
+                g.value.as_deref(),
+                Some(&payload(*i)[..]),
+                "{tp:?} payload of message {i}"
+            );
             assert_eq!(
                 g.headers,
                 vec![
@@ -88,7 +122,10 @@ async fn hundred_thousand_messages_round_trip_byte_exact() {
             );
         }
         // Within a partition, producer order is log order.
-        assert!(expected.windows(2).all(|w| w[0].0 < w[1].0), "{tp:?} in send order");
+        assert!(
+            expected.windows(2).all(|w| w[0].0 < w[1].0),
+            "{tp:?} in send order"
+        );
     }
     broker.shutdown().await.unwrap();
 }

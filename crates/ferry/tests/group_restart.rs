@@ -44,11 +44,21 @@ fn group_resumes_from_committed_offsets_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let broker = ChildBroker::start(dir.path(), &["--default-partitions", "3"]);
 
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", &broker.addr).set("acks", "all").create().unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("acks", "all")
+        .create()
+        .unwrap();
     for i in 0..MESSAGES {
         let value = i.to_string();
-        producer.send(BaseRecord::<str, str>::to(TOPIC).key(&value).payload(&value).partition((i % 3) as i32)).unwrap();
+        producer
+            .send(
+                BaseRecord::<str, str>::to(TOPIC)
+                    .key(&value)
+                    .payload(&value)
+                    .partition((i % 3) as i32),
+            )
+            .unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     drop(producer);
@@ -65,9 +75,11 @@ fn group_resumes_from_committed_offsets_after_sigkill() {
     }
     let mut tpl = rdkafka::TopicPartitionList::new();
     for (p, next) in &committed {
-        tpl.add_partition_offset(TOPIC, *p, rdkafka::Offset::Offset(*next)).unwrap();
+        tpl.add_partition_offset(TOPIC, *p, rdkafka::Offset::Offset(*next))
+            .unwrap();
     }
-    c.commit(&tpl, CommitMode::Sync).expect("commit acknowledged");
+    c.commit(&tpl, CommitMode::Sync)
+        .expect("commit acknowledged");
     let tail = take(&c, 50);
     assert_eq!(tail.len(), 50);
     drop(c);
@@ -87,14 +99,26 @@ fn group_resumes_from_committed_offsets_after_sigkill() {
         let size = (0..MESSAGES).filter(|i| i % 3 == p as usize).count() as i64;
         let at = committed.get(&p).copied().unwrap_or(0);
         let expected = (at < size).then_some(at);
-        assert_eq!(firsts.get(&p).copied(), expected, "partition {p} resumes at its commit {at} (of {size})");
+        assert_eq!(
+            firsts.get(&p).copied(),
+            expected,
+            "partition {p} resumes at its commit {at} (of {size})"
+        );
     }
     // Nothing lost: before + after covers every record once; only the uncommitted tail repeats.
     let before: HashSet<(i32, i64)> = first.iter().copied().collect();
     let after: HashSet<(i32, i64)> = rest.iter().copied().collect();
     assert_eq!(rest.len(), after.len(), "no duplicates after the restart");
-    assert!(before.is_disjoint(&after), "committed records are not read again");
+    assert!(
+        before.is_disjoint(&after),
+        "committed records are not read again"
+    );
     assert_eq!(before.len() + after.len(), MESSAGES, "nothing lost");
-    let repeated: HashSet<(i32, i64)> = tail.iter().copied().filter(|r| after.contains(r)).collect();
-    assert_eq!(repeated.len(), tail.len(), "exactly the uncommitted tail is read again");
+    let repeated: HashSet<(i32, i64)> =
+        tail.iter().copied().filter(|r| after.contains(r)).collect();
+    assert_eq!(
+        repeated.len(),
+        tail.len(),
+        "exactly the uncommitted tail is read again"
+    );
 }

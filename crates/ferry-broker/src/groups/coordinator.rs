@@ -112,7 +112,12 @@ pub struct JoinOutcome {
 
 impl JoinOutcome {
     fn failed(error: GroupError, member_id: String) -> Self {
-        JoinOutcome { error: Some(error), generation: -1, member_id, ..Default::default() }
+        JoinOutcome {
+            error: Some(error),
+            generation: -1,
+            member_id,
+            ..Default::default()
+        }
     }
 }
 
@@ -213,37 +218,60 @@ pub const MAX_SESSION: Duration = Duration::from_secs(30 * 60);
 impl Coordinator {
     /// A coordinator that knows the groups from the store (all empty, with their generations).
     pub fn new(known: impl IntoIterator<Item = (String, i32, Option<String>)>) -> Self {
-        let groups = known.into_iter().map(|(g, generation, pt)| (g, Group::new(generation, pt))).collect();
-        Coordinator { groups: Mutex::new(groups) }
+        let groups = known
+            .into_iter()
+            .map(|(g, generation, pt)| (g, Group::new(generation, pt)))
+            .collect();
+        Coordinator {
+            groups: Mutex::new(groups),
+        }
     }
 
     /// Handle a JoinGroup. The receiver resolves when the rebalance completes (or at once on error).
-    pub fn join(&self, req: JoinRequest, now: Instant) -> (oneshot::Receiver<JoinOutcome>, Vec<GenerationRecord>) {
+    pub fn join(
+        &self,
+        req: JoinRequest,
+        now: Instant,
+    ) -> (oneshot::Receiver<JoinOutcome>, Vec<GenerationRecord>) {
         let (tx, rx) = oneshot::channel();
         let mut done = Vec::new();
         if req.group.is_empty() {
-            let _ = tx.send(JoinOutcome::failed(GroupError::InvalidGroupId, req.member_id));
+            let _ = tx.send(JoinOutcome::failed(
+                GroupError::InvalidGroupId,
+                req.member_id,
+            ));
             return (rx, done);
         }
         if req.session_timeout < MIN_SESSION || req.session_timeout > MAX_SESSION {
-            let _ = tx.send(JoinOutcome::failed(GroupError::InvalidSessionTimeout, req.member_id));
+            let _ = tx.send(JoinOutcome::failed(
+                GroupError::InvalidSessionTimeout,
+                req.member_id,
+            ));
             return (rx, done);
         }
         let mut groups = self.groups.lock();
-        let group = groups.entry(req.group.clone()).or_insert_with(|| Group::new(0, None));
+        let group = groups
+            .entry(req.group.clone())
+            .or_insert_with(|| Group::new(0, None));
 
         // Who is joining: a known member, a static member coming back, or a new one.
         let member_id = if req.member_id.is_empty() {
-            let static_old = req
-                .instance_id
-                .as_ref()
-                .and_then(|iid| group.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(iid)).map(|(id, _)| id.clone()));
+            let static_old = req.instance_id.as_ref().and_then(|iid| {
+                group
+                    .members
+                    .iter()
+                    .find(|(_, m)| m.instance_id.as_ref() == Some(iid))
+                    .map(|(id, _)| id.clone())
+            });
             let new_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
             if let Some(old) = static_old {
                 // The same static member restarted: it takes over its old slot under a new id.
                 let (_, mut m) = group.members.shift_remove_entry(&old).expect("found above");
                 if let Some(w) = m.join_waiter.take() {
-                    let _ = w.send(JoinOutcome::failed(GroupError::UnknownMemberId, old.clone()));
+                    let _ = w.send(JoinOutcome::failed(
+                        GroupError::UnknownMemberId,
+                        old.clone(),
+                    ));
                 }
                 if group.leader.as_deref() == Some(&old) {
                     group.leader = Some(new_id.clone());
@@ -254,33 +282,52 @@ impl Coordinator {
         } else if group.members.contains_key(&req.member_id) {
             req.member_id.clone()
         } else {
-            let _ = tx.send(JoinOutcome::failed(GroupError::UnknownMemberId, req.member_id));
+            let _ = tx.send(JoinOutcome::failed(
+                GroupError::UnknownMemberId,
+                req.member_id,
+            ));
             return (rx, done);
         };
 
         // The protocol type must match and some assignor must be supported by everyone.
-        let others_ok = group.members.iter().filter(|(id, _)| **id != member_id).all(|(_, m)| {
-            m.protocols.iter().any(|(name, _)| req.protocols.iter().any(|(n, _)| n == name))
-        });
-        let type_ok = group.members.is_empty() || group.protocol_type.as_deref().is_none_or(|t| t == req.protocol_type);
+        let others_ok = group
+            .members
+            .iter()
+            .filter(|(id, _)| **id != member_id)
+            .all(|(_, m)| {
+                m.protocols
+                    .iter()
+                    .any(|(name, _)| req.protocols.iter().any(|(n, _)| n == name))
+            });
+        let type_ok = group.members.is_empty()
+            || group
+                .protocol_type
+                .as_deref()
+                .is_none_or(|t| t == req.protocol_type);
         if req.protocols.is_empty() || !others_ok || !type_ok {
             // A known member keeps its place (and its old protocols); a new one is not added.
-            let _ = tx.send(JoinOutcome::failed(GroupError::InconsistentGroupProtocol, member_id));
+            let _ = tx.send(JoinOutcome::failed(
+                GroupError::InconsistentGroupProtocol,
+                member_id,
+            ));
             return (rx, done);
         }
 
-        let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
-            instance_id: req.instance_id.clone(),
-            client_id: req.client_id.clone(),
-            client_host: req.client_host.clone(),
-            session_timeout: req.session_timeout,
-            rebalance_timeout: req.rebalance_timeout,
-            protocols: Vec::new(),
-            assignment: Bytes::new(),
-            last_seen: now,
-            join_waiter: None,
-            sync_waiter: None,
-        });
+        let member = group
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                instance_id: req.instance_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                session_timeout: req.session_timeout,
+                rebalance_timeout: req.rebalance_timeout,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_seen: now,
+                join_waiter: None,
+                sync_waiter: None,
+            });
         member.session_timeout = req.session_timeout;
         member.rebalance_timeout = req.rebalance_timeout;
         member.protocols = req.protocols;
@@ -288,7 +335,10 @@ impl Coordinator {
         member.last_seen = now;
         if let Some(old) = member.join_waiter.replace(tx) {
             // A duplicate JoinGroup from the same member: the newer one wins.
-            let _ = old.send(JoinOutcome::failed(GroupError::RebalanceInProgress, member_id.clone()));
+            let _ = old.send(JoinOutcome::failed(
+                GroupError::RebalanceInProgress,
+                member_id.clone(),
+            ));
         }
         group.protocol_type = Some(req.protocol_type);
 
@@ -313,10 +363,18 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            let _ = tx.send(SyncOutcome { result: Err(GroupError::UnknownMemberId), protocol_type: None, protocol: None });
+            let _ = tx.send(SyncOutcome {
+                result: Err(GroupError::UnknownMemberId),
+                protocol_type: None,
+                protocol: None,
+            });
             return rx;
         };
-        let reply = |g: &Group, result| SyncOutcome { result, protocol_type: g.protocol_type.clone(), protocol: g.protocol.clone() };
+        let reply = |g: &Group, result| SyncOutcome {
+            result,
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol.clone(),
+        };
         let Some(member) = group.members.get_mut(member_id) else {
             let _ = tx.send(reply(group, Err(GroupError::UnknownMemberId)));
             return rx;
@@ -345,7 +403,11 @@ impl Coordinator {
                     let (pt, proto) = (group.protocol_type.clone(), group.protocol.clone());
                     for m in group.members.values_mut() {
                         if let Some(w) = m.sync_waiter.take() {
-                            let _ = w.send(SyncOutcome { result: Ok(m.assignment.clone()), protocol_type: pt.clone(), protocol: proto.clone() });
+                            let _ = w.send(SyncOutcome {
+                                result: Ok(m.assignment.clone()),
+                                protocol_type: pt.clone(),
+                                protocol: proto.clone(),
+                            });
                         }
                     }
                 }
@@ -355,10 +417,21 @@ impl Coordinator {
     }
 
     /// Handle a Heartbeat.
-    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str, now: Instant) -> Result<(), GroupError> {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        now: Instant,
+    ) -> Result<(), GroupError> {
         let mut groups = self.groups.lock();
-        let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
-        let member = group.members.get_mut(member_id).ok_or(GroupError::UnknownMemberId)?;
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(GroupError::UnknownMemberId)?;
+        let member = group
+            .members
+            .get_mut(member_id)
+            .ok_or(GroupError::UnknownMemberId)?;
         member.last_seen = now;
         match group.state {
             State::PreparingRebalance => Err(GroupError::RebalanceInProgress),
@@ -377,17 +450,30 @@ impl Coordinator {
         let mut groups = self.groups.lock();
         let mut done = Vec::new();
         let Some(group) = groups.get_mut(group_id) else {
-            return (members.iter().map(|_| Err(GroupError::UnknownMemberId)).collect(), done);
+            return (
+                members
+                    .iter()
+                    .map(|_| Err(GroupError::UnknownMemberId))
+                    .collect(),
+                done,
+            );
         };
         let mut results = Vec::with_capacity(members.len());
         let mut removed_any = false;
         for (member_id, instance_id) in members {
             let id = if member_id.is_empty() {
                 instance_id.as_ref().and_then(|iid| {
-                    group.members.iter().find(|(_, m)| m.instance_id.as_ref() == Some(iid)).map(|(id, _)| id.clone())
+                    group
+                        .members
+                        .iter()
+                        .find(|(_, m)| m.instance_id.as_ref() == Some(iid))
+                        .map(|(id, _)| id.clone())
                 })
             } else {
-                group.members.contains_key(member_id).then(|| member_id.clone())
+                group
+                    .members
+                    .contains_key(member_id)
+                    .then(|| member_id.clone())
             };
             match id {
                 Some(id) => {
@@ -399,7 +485,11 @@ impl Coordinator {
             }
         }
         if removed_any {
-            tracing::info!(group = group_id, members = group.members.len(), "member left; rebalancing");
+            tracing::info!(
+                group = group_id,
+                members = group.members.len(),
+                "member left; rebalancing"
+            );
             if group.state != State::PreparingRebalance {
                 prepare_rebalance(group, now);
             }
@@ -416,7 +506,10 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join_waiter.is_none() && now.saturating_duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join_waiter.is_none()
+                        && now.saturating_duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {
@@ -434,16 +527,29 @@ impl Coordinator {
 
     /// Whether an OffsetCommit from this member at this generation may be applied.
     /// Generation -1 with no member id is a "simple" commit, allowed while the group has no members.
-    pub fn check_commit(&self, group_id: &str, generation: i32, member_id: &str) -> Result<(), GroupError> {
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+    ) -> Result<(), GroupError> {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
         let groups = self.groups.lock();
         let Some(group) = groups.get(group_id) else {
-            return if generation < 0 { Ok(()) } else { Err(GroupError::IllegalGeneration) };
+            return if generation < 0 {
+                Ok(())
+            } else {
+                Err(GroupError::IllegalGeneration)
+            };
         };
         if generation < 0 && member_id.is_empty() {
-            return if group.members.is_empty() { Ok(()) } else { Err(GroupError::UnknownMemberId) };
+            return if group.members.is_empty() {
+                Ok(())
+            } else {
+                Err(GroupError::UnknownMemberId)
+            };
         }
         if !group.members.contains_key(member_id) {
             return Err(GroupError::UnknownMemberId);
@@ -460,7 +566,10 @@ impl Coordinator {
 
     /// Make a group known (a simple commit to a new group id), so it is listed.
     pub fn touch(&self, group_id: &str) {
-        self.groups.lock().entry(group_id.to_owned()).or_insert_with(|| Group::new(0, None));
+        self.groups
+            .lock()
+            .entry(group_id.to_owned())
+            .or_insert_with(|| Group::new(0, None));
     }
 
     /// DescribeGroups for one group; `None` if unknown.
@@ -479,7 +588,12 @@ impl Coordinator {
                     instance_id: m.instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    metadata: m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -490,8 +604,16 @@ impl Coordinator {
     /// Every group id with its protocol type and state, sorted by id.
     pub fn list(&self) -> Vec<(String, String, State)> {
         let groups = self.groups.lock();
-        let mut v: Vec<_> =
-            groups.iter().map(|(id, g)| (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state)).collect();
+        let mut v: Vec<_> = groups
+            .iter()
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -512,12 +634,21 @@ impl Coordinator {
 
 fn prepare_rebalance(group: &mut Group, now: Instant) {
     group.state = State::PreparingRebalance;
-    let timeout = group.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+    let timeout = group
+        .members
+        .values()
+        .map(|m| m.rebalance_timeout)
+        .max()
+        .unwrap_or_default();
     group.rebalance_deadline = Some(now + timeout);
     // Members waiting for an assignment of the old generation must rejoin.
     for m in group.members.values_mut() {
         if let Some(w) = m.sync_waiter.take() {
-            let _ = w.send(SyncOutcome { result: Err(GroupError::RebalanceInProgress), protocol_type: None, protocol: None });
+            let _ = w.send(SyncOutcome {
+                result: Err(GroupError::RebalanceInProgress),
+                protocol_type: None,
+                protocol: None,
+            });
         }
     }
 }
@@ -525,10 +656,17 @@ fn prepare_rebalance(group: &mut Group, now: Instant) {
 fn remove_member(group: &mut Group, id: &str) {
     if let Some(mut m) = group.members.shift_remove(id) {
         if let Some(w) = m.join_waiter.take() {
-            let _ = w.send(JoinOutcome::failed(GroupError::UnknownMemberId, id.to_owned()));
+            let _ = w.send(JoinOutcome::failed(
+                GroupError::UnknownMemberId,
+                id.to_owned(),
+            ));
         }
         if let Some(w) = m.sync_waiter.take() {
-            let _ = w.send(SyncOutcome { result: Err(GroupError::UnknownMemberId), protocol_type: None, protocol: None });
+            let _ = w.send(SyncOutcome {
+                result: Err(GroupError::UnknownMemberId),
+                protocol_type: None,
+                protocol: None,
+            });
         }
     }
     if group.leader.as_deref() == Some(id) {
@@ -538,7 +676,12 @@ fn remove_member(group: &mut Group, id: &str) {
 
 /// Finish the rebalance if every member has rejoined, or if `force` (the deadline passed), in
 /// which case members that did not rejoin are dropped.
-fn maybe_complete(group_id: &str, group: &mut Group, now: Instant, force: bool) -> Option<GenerationRecord> {
+fn maybe_complete(
+    group_id: &str,
+    group: &mut Group,
+    now: Instant,
+    force: bool,
+) -> Option<GenerationRecord> {
     if group.state != State::PreparingRebalance {
         return None;
     }
@@ -546,7 +689,12 @@ fn maybe_complete(group_id: &str, group: &mut Group, now: Instant, force: bool) 
     if !all_joined && !force {
         return None;
     }
-    let absent: Vec<String> = group.members.iter().filter(|(_, m)| m.join_waiter.is_none()).map(|(id, _)| id.clone()).collect();
+    let absent: Vec<String> = group
+        .members
+        .iter()
+        .filter(|(_, m)| m.join_waiter.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
     for id in &absent {
         tracing::info!(group = group_id, member = %id, "did not rejoin in time; removing member");
         remove_member(group, id);
@@ -557,24 +705,43 @@ fn maybe_complete(group_id: &str, group: &mut Group, now: Instant, force: bool) 
         group.state = State::Empty;
         group.protocol = None;
         group.leader = None;
-        return Some((group_id.to_owned(), group.generation, group.protocol_type.clone()));
+        return Some((
+            group_id.to_owned(),
+            group.generation,
+            group.protocol_type.clone(),
+        ));
     }
     // The assignor: among those every member supports, the one most members prefer most.
     let mut votes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let first = group.members.values().next().expect("non-empty");
     for (rank, (name, _)) in first.protocols.iter().enumerate() {
-        if group.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)) {
+        if group
+            .members
+            .values()
+            .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        {
             votes.insert(name.as_str(), (0, rank));
         }
     }
     for m in group.members.values() {
-        if let Some((name, _)) = m.protocols.iter().find(|(n, _)| votes.contains_key(n.as_str())) {
+        if let Some((name, _)) = m
+            .protocols
+            .iter()
+            .find(|(n, _)| votes.contains_key(n.as_str()))
+        {
             votes.get_mut(name.as_str()).expect("candidate").0 += 1;
         }
     }
-    let protocol = votes.iter().max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1))).map(|(n, _)| (*n).to_owned());
+    let protocol = votes
+        .iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))
+        .map(|(n, _)| (*n).to_owned());
     group.protocol = protocol.clone();
-    if group.leader.as_ref().is_none_or(|l| !group.members.contains_key(l)) {
+    if group
+        .leader
+        .as_ref()
+        .is_none_or(|l| !group.members.contains_key(l))
+    {
         group.leader = group.members.keys().next().cloned();
     }
     let leader = group.leader.clone().unwrap_or_default();
@@ -583,7 +750,12 @@ fn maybe_complete(group_id: &str, group: &mut Group, now: Instant, force: bool) 
         .members
         .iter()
         .map(|(id, m)| {
-            let meta = m.protocols.iter().find(|(n, _)| *n == chosen).map(|(_, b)| b.clone()).unwrap_or_default();
+            let meta = m
+                .protocols
+                .iter()
+                .find(|(n, _)| *n == chosen)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
             (id.clone(), m.instance_id.clone(), meta)
         })
         .collect();
@@ -599,12 +771,20 @@ fn maybe_complete(group_id: &str, group: &mut Group, now: Instant, force: bool) 
                 protocol: protocol.clone(),
                 leader: leader.clone(),
                 member_id: id.clone(),
-                members: if *id == leader { everyone.clone() } else { Vec::new() },
+                members: if *id == leader {
+                    everyone.clone()
+                } else {
+                    Vec::new()
+                },
             });
         }
     }
     tracing::info!(group = group_id, generation = group.generation, members = group.members.len(), protocol = ?protocol, "rebalance complete");
-    Some((group_id.to_owned(), group.generation, group.protocol_type.clone()))
+    Some((
+        group_id.to_owned(),
+        group.generation,
+        group.protocol_type.clone(),
+    ))
 }
 
 #[cfg(test)]
@@ -621,7 +801,10 @@ mod tests {
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(5),
             protocol_type: "consumer".into(),
-            protocols: protocols.iter().map(|p| ((*p).to_owned(), Bytes::from_static(b"meta"))).collect(),
+            protocols: protocols
+                .iter()
+                .map(|p| ((*p).to_owned(), Bytes::from_static(b"meta")))
+                .collect(),
         }
     }
 
@@ -642,11 +825,23 @@ mod tests {
         assert_eq!(out.leader, out.member_id);
         assert_eq!(out.members.len(), 1);
         assert_eq!(out.protocol.as_deref(), Some("range"));
-        let mut rx = c.sync("g", 1, &out.member_id, vec![(out.member_id.clone(), Bytes::from_static(b"a0"))], t);
+        let mut rx = c.sync(
+            "g",
+            1,
+            &out.member_id,
+            vec![(out.member_id.clone(), Bytes::from_static(b"a0"))],
+            t,
+        );
         assert_eq!(rx.try_recv().unwrap().result, Ok(Bytes::from_static(b"a0")));
         assert_eq!(c.heartbeat("g", 1, &out.member_id, t), Ok(()));
-        assert_eq!(c.heartbeat("g", 0, &out.member_id, t), Err(GroupError::IllegalGeneration));
-        assert_eq!(c.heartbeat("g", 1, "stranger", t), Err(GroupError::UnknownMemberId));
+        assert_eq!(
+            c.heartbeat("g", 0, &out.member_id, t),
+            Err(GroupError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, "stranger", t),
+            Err(GroupError::UnknownMemberId)
+        );
     }
 
     #[test]
@@ -657,19 +852,35 @@ mod tests {
         let _ = c.sync("g", 1, &a.member_id, vec![], t);
         let (mut b_rx, _) = c.join(join_req("", &["roundrobin", "range"]), t);
         assert!(b_rx.try_recv().is_err(), "B waits for A to rejoin");
-        assert_eq!(c.heartbeat("g", 1, &a.member_id, t), Err(GroupError::RebalanceInProgress));
+        assert_eq!(
+            c.heartbeat("g", 1, &a.member_id, t),
+            Err(GroupError::RebalanceInProgress)
+        );
         let a2 = join_now(&c, join_req(&a.member_id, &["range", "roundrobin"]), t);
         let b = b_rx.try_recv().unwrap();
         assert_eq!((a2.generation, b.generation), (2, 2));
         assert_eq!(a2.leader, a.member_id, "the leader stays the leader");
-        assert_eq!((a2.members.len(), b.members.len()), (2, 0), "only the leader sees the members");
+        assert_eq!(
+            (a2.members.len(), b.members.len()),
+            (2, 0),
+            "only the leader sees the members"
+        );
         // One vote each; the tie goes to the first member's preference.
         assert_eq!(a2.protocol.as_deref(), Some("range"));
         // B syncs before the leader: it waits, then gets its part.
         let mut b_sync = c.sync("g", 2, &b.member_id, vec![], t);
         assert!(b_sync.try_recv().is_err());
-        let _ = c.sync("g", 2, &a.member_id, vec![(b.member_id.clone(), Bytes::from_static(b"for-b"))], t);
-        assert_eq!(b_sync.try_recv().unwrap().result, Ok(Bytes::from_static(b"for-b")));
+        let _ = c.sync(
+            "g",
+            2,
+            &a.member_id,
+            vec![(b.member_id.clone(), Bytes::from_static(b"for-b"))],
+            t,
+        );
+        assert_eq!(
+            b_sync.try_recv().unwrap().result,
+            Ok(Bytes::from_static(b"for-b"))
+        );
     }
 
     #[test]
@@ -680,11 +891,21 @@ mod tests {
         let _ = c.sync("g", 1, &a.member_id, vec![], t);
         let (mut b_rx, _) = c.join(join_req("", &["range"]), t);
         c.tick(t + Duration::from_secs(4));
-        assert!(b_rx.try_recv().is_err(), "still within the 5 s rebalance timeout");
+        assert!(
+            b_rx.try_recv().is_err(),
+            "still within the 5 s rebalance timeout"
+        );
         c.tick(t + Duration::from_secs(6));
         let b = b_rx.try_recv().unwrap();
-        assert_eq!((b.generation, b.members.len()), (2, 1), "B alone, and leader");
-        assert_eq!(c.heartbeat("g", 2, &a.member_id, t), Err(GroupError::UnknownMemberId));
+        assert_eq!(
+            (b.generation, b.members.len()),
+            (2, 1),
+            "B alone, and leader"
+        );
+        assert_eq!(
+            c.heartbeat("g", 2, &a.member_id, t),
+            Err(GroupError::UnknownMemberId)
+        );
     }
 
     #[test]
@@ -696,7 +917,11 @@ mod tests {
         c.tick(t + Duration::from_secs(9));
         assert_eq!(c.describe("g").unwrap().state, State::Stable);
         c.tick(t + Duration::from_secs(11));
-        assert_eq!(c.describe("g").unwrap().state, State::Empty, "expired after the 10 s session");
+        assert_eq!(
+            c.describe("g").unwrap().state,
+            State::Empty,
+            "expired after the 10 s session"
+        );
         assert_eq!(c.delete("g"), Ok(()));
         assert_eq!(c.delete("g"), Err(GroupError::GroupIdNotFound));
 
@@ -716,19 +941,37 @@ mod tests {
         assert_eq!(b.error, Some(GroupError::InconsistentGroupProtocol));
         let mut bad_session = join_req("", &["range"]);
         bad_session.session_timeout = Duration::from_millis(10);
-        assert_eq!(join_now(&c, bad_session, t).error, Some(GroupError::InvalidSessionTimeout));
+        assert_eq!(
+            join_now(&c, bad_session, t).error,
+            Some(GroupError::InvalidSessionTimeout)
+        );
     }
 
     #[test]
     fn commits_are_checked_against_membership() {
         let c = Coordinator::default();
         let t = Instant::now();
-        assert_eq!(c.check_commit("solo", -1, ""), Ok(()), "a simple commit to an unknown group");
+        assert_eq!(
+            c.check_commit("solo", -1, ""),
+            Ok(()),
+            "a simple commit to an unknown group"
+        );
         let a = join_now(&c, join_req("", &["range"]), t);
-        assert_eq!(c.check_commit("g", -1, ""), Err(GroupError::UnknownMemberId), "simple commits need an empty group");
-        assert_eq!(c.check_commit("g", 1, &a.member_id), Err(GroupError::RebalanceInProgress), "awaiting sync");
+        assert_eq!(
+            c.check_commit("g", -1, ""),
+            Err(GroupError::UnknownMemberId),
+            "simple commits need an empty group"
+        );
+        assert_eq!(
+            c.check_commit("g", 1, &a.member_id),
+            Err(GroupError::RebalanceInProgress),
+            "awaiting sync"
+        );
         let _ = c.sync("g", 1, &a.member_id, vec![], t);
         assert_eq!(c.check_commit("g", 1, &a.member_id), Ok(()));
-        assert_eq!(c.check_commit("g", 0, &a.member_id), Err(GroupError::IllegalGeneration));
+        assert_eq!(
+            c.check_commit("g", 0, &a.member_id),
+            Err(GroupError::IllegalGeneration)
+        );
     }
 }

@@ -27,8 +27,14 @@ impl Groups {
     /// Open the store under `<data>/groups` and seed the coordinator with the known groups.
     pub fn open(data_dir: &Path) -> Result<Groups, StoreError> {
         let store = GroupStore::open(&data_dir.join("groups"))?;
-        let known = store.groups().into_iter().map(|(g, r)| (g, r.generation, r.protocol_type));
-        Ok(Groups { coordinator: Coordinator::new(known), store: Arc::new(store) })
+        let known = store
+            .groups()
+            .into_iter()
+            .map(|(g, r)| (g, r.generation, r.protocol_type));
+        Ok(Groups {
+            coordinator: Coordinator::new(known),
+            store: Arc::new(store),
+        })
     }
 
     /// Persist completed generations off the async threads. Losing one is harmless (members of a

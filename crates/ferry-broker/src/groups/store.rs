@@ -40,10 +40,22 @@ pub struct GroupRecord {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
-    Commit { group: String, offsets: Vec<(String, i32, Committed)> },
-    Generation { group: String, generation: i32, protocol_type: Option<String> },
-    Delete { group: String },
-    Snapshot { group: String, state: SnapshotState },
+    Commit {
+        group: String,
+        offsets: Vec<(String, i32, Committed)>,
+    },
+    Generation {
+        group: String,
+        generation: i32,
+        protocol_type: Option<String>,
+    },
+    Delete {
+        group: String,
+    },
+    Snapshot {
+        group: String,
+        state: SnapshotState,
+    },
 }
 
 /// A group's state in a compacted file (serde cannot key JSON maps by tuples).
@@ -88,9 +100,17 @@ impl GroupStore {
     /// Open `<dir>/groups.log`, replaying it and truncating a torn tail.
     pub fn open(dir: &Path) -> Result<GroupStore, StoreError> {
         let path = dir.join(FILE);
-        let err = |source| StoreError { path: path.clone(), source };
+        let err = |source| StoreError {
+            path: path.clone(),
+            source,
+        };
         fs::create_dir_all(dir).map_err(err)?;
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(err)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(err)?;
         let mut groups = BTreeMap::new();
@@ -106,7 +126,14 @@ impl GroupStore {
             file.set_len(pos as u64).map_err(err)?;
             file.sync_all().map_err(err)?;
         }
-        Ok(GroupStore { path, inner: Mutex::new(Inner { file, groups, records }) })
+        Ok(GroupStore {
+            path,
+            inner: Mutex::new(Inner {
+                file,
+                groups,
+                records,
+            }),
+        })
     }
 
     /// Everything known, for rebuilding the coordinator at start.
@@ -116,31 +143,61 @@ impl GroupStore {
 
     /// The committed offset of one partition.
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
-        self.inner.lock().groups.get(group).and_then(|g| g.offsets.get(&(topic.to_owned(), partition)).cloned())
+        self.inner
+            .lock()
+            .groups
+            .get(group)
+            .and_then(|g| g.offsets.get(&(topic.to_owned(), partition)).cloned())
     }
 
     /// Every committed offset of a group.
     pub fn offsets(&self, group: &str) -> BTreeMap<(String, i32), Committed> {
-        self.inner.lock().groups.get(group).map(|g| g.offsets.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .groups
+            .get(group)
+            .map(|g| g.offsets.clone())
+            .unwrap_or_default()
     }
 
     /// Durably record commits; returns after the fsync. Blocking.
-    pub fn commit(&self, group: &str, offsets: Vec<(String, i32, Committed)>) -> Result<(), StoreError> {
-        self.append(Record::Commit { group: group.to_owned(), offsets })
+    pub fn commit(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, Committed)>,
+    ) -> Result<(), StoreError> {
+        self.append(Record::Commit {
+            group: group.to_owned(),
+            offsets,
+        })
     }
 
     /// Durably record a completed generation. Blocking.
-    pub fn generation(&self, group: &str, generation: i32, protocol_type: Option<String>) -> Result<(), StoreError> {
-        self.append(Record::Generation { group: group.to_owned(), generation, protocol_type })
+    pub fn generation(
+        &self,
+        group: &str,
+        generation: i32,
+        protocol_type: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.append(Record::Generation {
+            group: group.to_owned(),
+            generation,
+            protocol_type,
+        })
     }
 
     /// Forget a group and its offsets. Blocking.
     pub fn delete(&self, group: &str) -> Result<(), StoreError> {
-        self.append(Record::Delete { group: group.to_owned() })
+        self.append(Record::Delete {
+            group: group.to_owned(),
+        })
     }
 
     fn append(&self, record: Record) -> Result<(), StoreError> {
-        let err = |source| StoreError { path: self.path.clone(), source };
+        let err = |source| StoreError {
+            path: self.path.clone(),
+            source,
+        };
         let frame = frame(&record);
         let mut inner = self.inner.lock();
         inner.file.write_all(&frame).map_err(err)?;
@@ -162,16 +219,26 @@ impl GroupStore {
             let state = SnapshotState {
                 generation: g.generation,
                 protocol_type: g.protocol_type.clone(),
-                offsets: g.offsets.iter().map(|((t, p), c)| (t.clone(), *p, c.clone())).collect(),
+                offsets: g
+                    .offsets
+                    .iter()
+                    .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect(),
             };
-            out.write_all(&frame(&Record::Snapshot { group: group.clone(), state }))?;
+            out.write_all(&frame(&Record::Snapshot {
+                group: group.clone(),
+                state,
+            }))?;
         }
         out.sync_all()?;
         fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        inner.file = OpenOptions::new().append(true).read(true).open(&self.path)?;
+        inner.file = OpenOptions::new()
+            .append(true)
+            .read(true)
+            .open(&self.path)?;
         inner.records = inner.groups.len();
         Ok(())
     }
@@ -205,7 +272,11 @@ fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {
                 g.offsets.insert((topic, partition), committed);
             }
         }
-        Record::Generation { group, generation, protocol_type } => {
+        Record::Generation {
+            group,
+            generation,
+            protocol_type,
+        } => {
             let g = groups.entry(group).or_default();
             g.generation = generation;
             g.protocol_type = protocol_type;
@@ -214,8 +285,19 @@ fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {
             groups.remove(&group);
         }
         Record::Snapshot { group, state } => {
-            let offsets = state.offsets.into_iter().map(|(t, p, c)| ((t, p), c)).collect();
-            groups.insert(group, GroupRecord { generation: state.generation, protocol_type: state.protocol_type, offsets });
+            let offsets = state
+                .offsets
+                .into_iter()
+                .map(|(t, p, c)| ((t, p), c))
+                .collect();
+            groups.insert(
+                group,
+                GroupRecord {
+                    generation: state.generation,
+                    protocol_type: state.protocol_type,
+                    offsets,
+                },
+            );
         }
     }
 }
@@ -225,7 +307,11 @@ mod tests {
     use super::*;
 
     fn c(offset: i64) -> Committed {
-        Committed { offset, leader_epoch: 0, metadata: None }
+        Committed {
+            offset,
+            leader_epoch: 0,
+            metadata: None,
+        }
     }
 
     #[test]
@@ -233,14 +319,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = GroupStore::open(dir.path()).unwrap();
-            s.commit("g", vec![("t".into(), 0, c(5)), ("t".into(), 1, c(7))]).unwrap();
+            s.commit("g", vec![("t".into(), 0, c(5)), ("t".into(), 1, c(7))])
+                .unwrap();
             s.generation("g", 3, Some("consumer".into())).unwrap();
             s.commit("g", vec![("t".into(), 0, c(9))]).unwrap();
             s.commit("gone", vec![("t".into(), 0, c(1))]).unwrap();
             s.delete("gone").unwrap();
         }
         // A torn write at the tail.
-        let mut f = OpenOptions::new().append(true).open(dir.path().join(FILE)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
         f.write_all(&[0, 0, 0, 50, 1, 2, 3]).unwrap();
         drop(f);
         let s = GroupStore::open(dir.path()).unwrap();
@@ -250,7 +340,10 @@ mod tests {
         assert!(!s.groups().contains_key("gone"));
         s.commit("g", vec![("t".into(), 1, c(8))]).unwrap();
         drop(s);
-        assert_eq!(GroupStore::open(dir.path()).unwrap().committed("g", "t", 1), Some(c(8)));
+        assert_eq!(
+            GroupStore::open(dir.path()).unwrap().committed("g", "t", 1),
+            Some(c(8))
+        );
     }
 
     #[test]
@@ -258,7 +351,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = GroupStore::open(dir.path()).unwrap();
         for i in 0..(COMPACT_MIN_RECORDS as i64 + 10) {
-            s.commit("g", vec![("t".into(), (i % 3) as i32, c(i))]).unwrap();
+            s.commit("g", vec![("t".into(), (i % 3) as i32, c(i))])
+                .unwrap();
         }
         let size = fs::metadata(dir.path().join(FILE)).unwrap().len();
         assert!(size < 2_000, "compacted to {size} bytes");

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
 use super::{error_code, str_bytes};
@@ -23,10 +25,18 @@ use crate::state::{NODE_ID, Shared};
 /// A topic-level failure: the Kafka error and a message for the client.
 type Failure = (ResponseError, String);
 
-pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    shared: &Arc<Shared>,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
-    let duplicated: HashSet<String> =
-        req.topics.iter().map(|t| t.name.0.to_string()).filter(|n| !seen.insert(n.clone())).collect();
+    let duplicated: HashSet<String> = req
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|n| !seen.insert(n.clone()))
+        .collect();
     let topics = req
         .topics
         .into_iter()
@@ -34,7 +44,10 @@ pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i1
             let name = t.name.0.to_string();
             let mut result = CreatableTopicResult::default().with_name(t.name.clone());
             let outcome = if duplicated.contains(&name) {
-                Err((ResponseError::InvalidRequest, format!("topic {name} appears more than once in the request")))
+                Err((
+                    ResponseError::InvalidRequest,
+                    format!("topic {name} appears more than once in the request"),
+                ))
             } else {
                 create_one(shared, &name, &t, req.validate_only)
             };
@@ -52,7 +65,11 @@ pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i1
                                     CreatableTopicConfigs::default()
                                         .with_name(str_bytes(k))
                                         .with_value(Some(str_bytes(v)))
-                                        .with_config_source(if topic.3.contains_key(k) { 1 } else { 5 })
+                                        .with_config_source(if topic.3.contains_key(k) {
+                                            1
+                                        } else {
+                                            5
+                                        })
                                 })
                                 .collect(),
                         );
@@ -83,15 +100,38 @@ fn create_one(
     name: &str,
     t: &CreatableTopic,
     validate_only: bool,
-) -> Result<(uuid::Uuid, u32, ferry_log::LogConfig, BTreeMap<String, String>), Failure> {
-    let fail = |e: ferry_log::Error| (ResponseError::try_from_code(error_code(&e)).unwrap_or(ResponseError::UnknownServerError), e.to_string());
+) -> Result<
+    (
+        uuid::Uuid,
+        u32,
+        ferry_log::LogConfig,
+        BTreeMap<String, String>,
+    ),
+    Failure,
+> {
+    let fail = |e: ferry_log::Error| {
+        (
+            ResponseError::try_from_code(error_code(&e))
+                .unwrap_or(ResponseError::UnknownServerError),
+            e.to_string(),
+        )
+    };
     ferry_log::Store::validate_topic_name(name).map_err(fail)?;
     let partitions = if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
-            return Err((ResponseError::InvalidRequest, "give either assignments or partitions and replication factor".into()));
+            return Err((
+                ResponseError::InvalidRequest,
+                "give either assignments or partitions and replication factor".into(),
+            ));
         }
-        if t.assignments.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != NODE_ID) || a.broker_ids.len() != 1) {
-            return Err((ResponseError::InvalidReplicaAssignment, format!("this single-node broker is node {NODE_ID}")));
+        if t.assignments
+            .iter()
+            .any(|a| a.broker_ids.iter().any(|b| b.0 != NODE_ID) || a.broker_ids.len() != 1)
+        {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("this single-node broker is node {NODE_ID}"),
+            ));
         }
         t.assignments.len() as i32
     } else if t.num_partitions == -1 {
@@ -100,34 +140,67 @@ fn create_one(
         t.num_partitions
     };
     if partitions < 1 {
-        return Err((ResponseError::InvalidPartitions, format!("partition count must be at least 1, got {partitions}")));
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("partition count must be at least 1, got {partitions}"),
+        ));
     }
     if !matches!(t.replication_factor, -1 | 1) {
         return Err((
             ResponseError::InvalidReplicationFactor,
-            format!("replication factor {} is impossible on this single-node broker; use 1", t.replication_factor),
+            format!(
+                "replication factor {} is impossible on this single-node broker; use 1",
+                t.replication_factor
+            ),
         ));
     }
-    let overrides: BTreeMap<String, String> =
-        t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
-    let config = shared.config.log.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(fail)?;
+    let overrides: BTreeMap<String, String> = t
+        .configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+        })
+        .collect();
+    let config = shared
+        .config
+        .log
+        .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(fail)?;
     if validate_only {
         if shared.store.topic(name).is_some() {
-            return Err((ResponseError::TopicAlreadyExists, format!("topic {name} already exists")));
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
         }
         return Ok((uuid::Uuid::nil(), partitions as u32, config, overrides));
     }
-    let topic = shared.store.create_topic(name, partitions as u32, overrides.clone()).map_err(fail)?;
+    let topic = shared
+        .store
+        .create_topic(name, partitions as u32, overrides.clone())
+        .map_err(fail)?;
     tracing::info!(topic = name, partitions, "created topic");
     Ok((topic.id(), partitions as u32, config, overrides))
 }
 
-pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn delete_topics(
+    shared: &Arc<Shared>,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     // v6 names topics by name or id in `topics`; earlier versions list names.
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect()
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
     } else {
-        req.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
     };
     let responses = targets
         .into_iter()
@@ -136,13 +209,17 @@ pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i1
                 Some(n) => shared.store.topic(n),
                 None => shared.store.topic_by_id(id),
             };
-            let mut result = DeletableTopicResult::default().with_name(name.as_deref().map(super::topic_name));
+            let mut result =
+                DeletableTopicResult::default().with_name(name.as_deref().map(super::topic_name));
             if version >= 6 {
                 result.topic_id = topic.as_ref().map_or(id, |t| t.id());
             }
             let outcome = match &topic {
                 None => Err(ResponseError::UnknownTopicOrPartition.code()),
-                Some(t) => shared.store.delete_topic(t.name()).map_err(|e| error_code(&e)),
+                Some(t) => shared
+                    .store
+                    .delete_topic(t.name())
+                    .map_err(|e| error_code(&e)),
             };
             match outcome {
                 Ok(()) => {
@@ -159,7 +236,10 @@ pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i1
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(shared: &Arc<Shared>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    shared: &Arc<Shared>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = req
         .topics
         .into_iter()
@@ -167,15 +247,28 @@ pub fn create_partitions(shared: &Arc<Shared>, req: CreatePartitionsRequest) -> 
             let name = t.name.0.to_string();
             let mut result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let outcome: Result<(), Failure> = match shared.store.topic(&name) {
-                None => Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}"))),
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown topic {name}"),
+                )),
                 Some(topic) if t.count <= topic.partition_count() as i32 => Err((
                     ResponseError::InvalidPartitions,
-                    format!("topic {name} has {} partitions; the new count must be larger", topic.partition_count()),
+                    format!(
+                        "topic {name} has {} partitions; the new count must be larger",
+                        topic.partition_count()
+                    ),
                 )),
                 Some(_) if req.validate_only => Ok(()),
-                Some(_) => shared.store.create_partitions(&name, t.count as u32).map_err(|e| {
-                    (ResponseError::try_from_code(error_code(&e)).unwrap_or(ResponseError::UnknownServerError), e.to_string())
-                }),
+                Some(_) => shared
+                    .store
+                    .create_partitions(&name, t.count as u32)
+                    .map_err(|e| {
+                        (
+                            ResponseError::try_from_code(error_code(&e))
+                                .unwrap_or(ResponseError::UnknownServerError),
+                            e.to_string(),
+                        )
+                    }),
             };
             if let Err((err, message)) = outcome {
                 result.error_code = err.code();

@@ -13,7 +13,14 @@ use crate::versions::SUPPORTED;
 pub fn handle(error: Option<ResponseError>) -> ApiVersionsResponse {
     let api_keys = SUPPORTED
         .iter()
-        .map(|s| ApiVersion::default().with_api_key(s.key as i16).with_min_version(s.min).with_max_version(s.max))
+        .map(|s| {
+            ApiVersion::default()
+                .with_api_key(s.key as i16)
+                .with_min_version(s.min)
+                .with_max_version(s.max)
+        })
         .collect();
-    ApiVersionsResponse::default().with_error_code(error.map_or(0, |e| e.code())).with_api_keys(api_keys)
+    ApiVersionsResponse::default()
+        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_api_keys(api_keys)
 }

@@ -46,7 +46,11 @@ pub fn handle(shared: Arc<Shared>, req: FetchRequest, _version: i16) -> Reply {
 /// One pass over every requested partition. Returns the response, the record bytes in it, and
 /// whether any partition carries an error (which Kafka answers at once).
 fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let mut remaining = if req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let mut remaining = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let mut total = 0usize;
     let mut had_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -55,7 +59,11 @@ fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool)
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default().with_partition_index(fp.partition);
-            let log = topic.as_ref().and_then(|t| u32::try_from(fp.partition).ok().and_then(|i| t.partition(i)));
+            let log = topic.as_ref().and_then(|t| {
+                u32::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| t.partition(i))
+            });
             let Some(log) = log else {
                 pd.error_code = ResponseError::UnknownTopicOrPartition.code();
                 had_error = true;
@@ -84,7 +92,16 @@ fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool)
             }
             partitions.push(pd);
         }
-        topics.push(FetchableTopicResponse::default().with_topic(ft.topic.clone()).with_topic_id(ft.topic_id).with_partitions(partitions));
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(ft.topic.clone())
+                .with_topic_id(ft.topic_id)
+                .with_partitions(partitions),
+        );
     }
-    (FetchResponse::default().with_responses(topics), total, had_error)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        had_error,
+    )
 }

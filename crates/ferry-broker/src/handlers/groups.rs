@@ -14,10 +14,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
+    HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -45,7 +45,11 @@ fn code(r: Result<(), GroupError>) -> i16 {
 
 const KEY_TYPE_GROUP: i8 = 0;
 
-pub fn find_coordinator(shared: &Arc<Shared>, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    shared: &Arc<Shared>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let (host, port) = shared.advertised.clone();
     // Transactions are not implemented, so only group coordinators can be found.
     let error = (req.key_type != KEY_TYPE_GROUP).then_some(ResponseError::CoordinatorNotAvailable);
@@ -75,10 +79,20 @@ pub fn find_coordinator(shared: &Arc<Shared>, req: FindCoordinatorRequest, versi
     resp
 }
 
-pub fn join(shared: &Arc<Shared>, req: JoinGroupRequest, version: i16, client_id: String, peer: SocketAddr) -> Reply {
+pub fn join(
+    shared: &Arc<Shared>,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+    peer: SocketAddr,
+) -> Reply {
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
     // v0 has no rebalance timeout: Kafka uses the session timeout.
-    let rebalance = if version >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session };
+    let rebalance = if version >= 1 {
+        Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64)
+    } else {
+        session
+    };
     let join = JoinRequest {
         group: req.group_id.0.to_string(),
         member_id: req.member_id.to_string(),
@@ -88,7 +102,11 @@ pub fn join(shared: &Arc<Shared>, req: JoinGroupRequest, version: i16, client_id
         session_timeout: session,
         rebalance_timeout: rebalance,
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
     };
     let (rx, done) = shared.groups.coordinator.join(join, Instant::now());
     shared.groups.persist_generations(done);
@@ -104,8 +122,14 @@ pub fn join(shared: &Arc<Shared>, req: JoinGroupRequest, version: i16, client_id
                     .members
                     .into_iter()
                     .map(|(id, iid, meta)| {
-                        let m = JoinGroupResponseMember::default().with_member_id(str_bytes(id)).with_metadata(meta);
-                        if version >= 5 { m.with_group_instance_id(iid.map(str_bytes)) } else { m }
+                        let m = JoinGroupResponseMember::default()
+                            .with_member_id(str_bytes(id))
+                            .with_metadata(meta);
+                        if version >= 5 {
+                            m.with_group_instance_id(iid.map(str_bytes))
+                        } else {
+                            m
+                        }
                     })
                     .collect(),
             );
@@ -119,7 +143,11 @@ pub fn join(shared: &Arc<Shared>, req: JoinGroupRequest, version: i16, client_id
 }
 
 pub fn sync(shared: &Arc<Shared>, req: SyncGroupRequest, version: i16) -> Reply {
-    let assignments = req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect();
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
     let rx = shared.groups.coordinator.sync(
         req.group_id.0.as_str(),
         req.generation_id,
@@ -142,17 +170,34 @@ pub fn sync(shared: &Arc<Shared>, req: SyncGroupRequest, version: i16) -> Reply 
 }
 
 pub fn heartbeat(shared: &Arc<Shared>, req: HeartbeatRequest) -> HeartbeatResponse {
-    let r = shared.groups.coordinator.heartbeat(req.group_id.0.as_str(), req.generation_id, req.member_id.as_str(), Instant::now());
+    let r = shared.groups.coordinator.heartbeat(
+        req.group_id.0.as_str(),
+        req.generation_id,
+        req.member_id.as_str(),
+        Instant::now(),
+    );
     HeartbeatResponse::default().with_error_code(code(r))
 }
 
 pub fn leave(shared: &Arc<Shared>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let members: Vec<(String, Option<String>)> = if version >= 3 {
-        req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let (results, done) = shared.groups.coordinator.leave(req.group_id.0.as_str(), &members, Instant::now());
+    let (results, done) =
+        shared
+            .groups
+            .coordinator
+            .leave(req.group_id.0.as_str(), &members, Instant::now());
     shared.groups.persist_generations(done);
     if version >= 3 {
         let members = members
@@ -171,33 +216,45 @@ pub fn leave(shared: &Arc<Shared>, req: LeaveGroupRequest, version: i16) -> Leav
     }
 }
 
-pub fn describe(shared: &Arc<Shared>, req: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+pub fn describe(
+    shared: &Arc<Shared>,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .into_iter()
-        .map(|id| match shared.groups.coordinator.describe(id.0.as_str()) {
-            // Kafka describes an unknown group as Dead, without an error.
-            None => DescribedGroup::default().with_group_id(id).with_group_state(StrBytes::from_static_str("Dead")),
-            Some(d) => DescribedGroup::default()
-                .with_group_id(id)
-                .with_group_state(str_bytes(d.state.name()))
-                .with_protocol_type(str_bytes(d.protocol_type))
-                .with_protocol_data(str_bytes(d.protocol))
-                .with_members(
-                    d.members
-                        .into_iter()
-                        .map(|m| {
-                            let dm = DescribedGroupMember::default()
-                                .with_member_id(str_bytes(m.member_id))
-                                .with_client_id(str_bytes(m.client_id))
-                                .with_client_host(str_bytes(m.client_host))
-                                .with_member_metadata(m.metadata)
-                                .with_member_assignment(m.assignment);
-                            if version >= 4 { dm.with_group_instance_id(m.instance_id.map(str_bytes)) } else { dm }
-                        })
-                        .collect(),
-                ),
-        })
+        .map(
+            |id| match shared.groups.coordinator.describe(id.0.as_str()) {
+                // Kafka describes an unknown group as Dead, without an error.
+                None => DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(StrBytes::from_static_str("Dead")),
+                Some(d) => DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(str_bytes(d.state.name()))
+                    .with_protocol_type(str_bytes(d.protocol_type))
+                    .with_protocol_data(str_bytes(d.protocol))
+                    .with_members(
+                        d.members
+                            .into_iter()
+                            .map(|m| {
+                                let dm = DescribedGroupMember::default()
+                                    .with_member_id(str_bytes(m.member_id))
+                                    .with_client_id(str_bytes(m.client_id))
+                                    .with_client_host(str_bytes(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment);
+                                if version >= 4 {
+                                    dm.with_group_instance_id(m.instance_id.map(str_bytes))
+                                } else {
+                                    dm
+                                }
+                            })
+                            .collect(),
+                    ),
+            },
+        )
         .collect();
     DescribeGroupsResponse::default().with_groups(groups)
 }
@@ -208,10 +265,19 @@ pub fn list(shared: &Arc<Shared>, req: ListGroupsRequest, version: i16) -> ListG
         .coordinator
         .list()
         .into_iter()
-        .filter(|(_, _, state)| req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.as_str() == state.name()))
+        .filter(|(_, _, state)| {
+            req.states_filter.is_empty()
+                || req.states_filter.iter().any(|s| s.as_str() == state.name())
+        })
         .map(|(id, protocol_type, state)| {
-            let g = ListedGroup::default().with_group_id(super::group_id(&id)).with_protocol_type(str_bytes(protocol_type));
-            if version >= 4 { g.with_group_state(str_bytes(state.name())) } else { g }
+            let g = ListedGroup::default()
+                .with_group_id(super::group_id(&id))
+                .with_protocol_type(str_bytes(protocol_type));
+            if version >= 4 {
+                g.with_group_state(str_bytes(state.name()))
+            } else {
+                g
+            }
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
@@ -234,7 +300,11 @@ pub fn delete(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Reply {
                 }
                 Err(e) => group_error(e).code(),
             };
-            results.push(DeletableGroupResult::default().with_group_id(id).with_error_code(r));
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(r),
+            );
         }
         Some(DeleteGroupsResponse::default().with_results(results).into())
     })

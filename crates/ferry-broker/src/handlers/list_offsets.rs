@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::error_code;
@@ -24,8 +26,13 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> L
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    let log = topic.as_ref().and_then(|t| u32::try_from(p.partition_index).ok().and_then(|i| t.partition(i)));
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    let log = topic.as_ref().and_then(|t| {
+                        u32::try_from(p.partition_index)
+                            .ok()
+                            .and_then(|i| t.partition(i))
+                    });
                     let Some(log) = log else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
@@ -36,14 +43,19 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> L
                         ts => log.offset_for_timestamp(ts),
                     };
                     match found {
-                        Ok(Some((offset, timestamp))) => resp.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(0),
+                        Ok(Some((offset, timestamp))) => resp
+                            .with_offset(offset)
+                            .with_timestamp(timestamp)
+                            .with_leader_epoch(0),
                         // No record at or after that time: Kafka answers offset -1.
                         Ok(None) => resp.with_offset(-1).with_timestamp(-1),
                         Err(e) => resp.with_error_code(error_code(&e)),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)

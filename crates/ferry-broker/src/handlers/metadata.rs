@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{error_code, str_bytes, topic_name};
@@ -19,7 +21,12 @@ pub fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> Metad
     // Before v4 the request has no flag and Kafka auto-creates on request.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     let topics = match wanted {
-        None => shared.store.topics().iter().map(|t| describe(t, version)).collect(),
+        None => shared
+            .store
+            .topics()
+            .iter()
+            .map(|t| describe(t, version))
+            .collect(),
         Some(list) => list
             .into_iter()
             .map(|wanted| {
@@ -34,16 +41,21 @@ pub fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> Metad
                         .with_name(wanted.name)
                         .with_topic_id(wanted.topic_id)
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                    Err(e) => {
-                        MetadataResponseTopic::default().with_name(by_name.as_deref().map(topic_name)).with_error_code(error_code(&e))
-                    }
+                    Err(e) => MetadataResponseTopic::default()
+                        .with_name(by_name.as_deref().map(topic_name))
+                        .with_error_code(error_code(&e)),
                 }
             })
             .collect(),
     };
     let (host, port) = &shared.advertised;
     let mut resp = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(BrokerId(NODE_ID)).with_host(str_bytes(host.clone())).with_port(*port)])
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(str_bytes(host.clone()))
+                .with_port(*port),
+        ])
         .with_controller_id(BrokerId(NODE_ID))
         .with_topics(topics);
     if version >= 2 {
@@ -63,7 +75,9 @@ fn describe(topic: &ferry_log::Topic, version: i16) -> MetadataResponseTopic {
                 .with_isr_nodes(vec![BrokerId(NODE_ID)])
         })
         .collect();
-    let mut t = MetadataResponseTopic::default().with_name(Some(topic_name(topic.name()))).with_partitions(partitions);
+    let mut t = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(topic.name())))
+        .with_partitions(partitions);
     if version >= 10 {
         t.topic_id = topic.id();
     }

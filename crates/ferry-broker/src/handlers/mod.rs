@@ -36,7 +36,12 @@ fn now(body: impl Into<ResponseKind>) -> Reply {
 /// Run the handler for a supported request.
 pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply {
     let version = request.header.request_api_version;
-    let client_id = request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+    let client_id = request
+        .header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(_) => now(api_versions::handle(None)),
         RequestKind::Metadata(r) => now(metadata::handle(shared, r, version)),
@@ -72,11 +77,18 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
 /// and Kafka answers at v0 with the error and the supported list so the client can retry.
 pub fn unsupported(api: ApiKey, version: i16, _frame: Bytes) -> Option<(i16, ResponseKind)> {
     match api {
-        ApiKey::ApiVersions => Some((0, api_versions::handle(Some(ResponseError::UnsupportedVersion)).into())),
+        ApiKey::ApiVersions => Some((
+            0,
+            api_versions::handle(Some(ResponseError::UnsupportedVersion)).into(),
+        )),
         _ => None,
     }
     .or_else(|| {
-        tracing::warn!(?api, version, "request for an API or version this broker does not implement");
+        tracing::warn!(
+            ?api,
+            version,
+            "request for an API or version this broker does not implement"
+        );
         None
     })
 }
@@ -96,7 +108,9 @@ pub fn error_code(e: &ferry_log::Error) -> i16 {
         E::Deleted(_) => ResponseError::UnknownTopicOrPartition,
         E::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         E::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-        E::Io { .. } | E::CorruptLog { .. } | E::CorruptMetadata { .. } => ResponseError::KafkaStorageError,
+        E::Io { .. } | E::CorruptLog { .. } | E::CorruptMetadata { .. } => {
+            ResponseError::KafkaStorageError
+        }
         _ => ResponseError::UnknownServerError,
     };
     err.code()
@@ -145,7 +159,11 @@ mod tests {
             ApiKey::InitProducerId,
         ];
         for s in SUPPORTED {
-            assert!(handled.contains(&s.key), "{:?} is advertised but not handled", s.key);
+            assert!(
+                handled.contains(&s.key),
+                "{:?} is advertised but not handled",
+                s.key
+            );
         }
         assert_eq!(handled.len(), SUPPORTED.len());
     }

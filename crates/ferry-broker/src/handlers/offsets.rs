@@ -3,12 +3,16 @@
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+};
 
 use super::groups::group_error;
 use super::{Reply, str_bytes, topic_name};
@@ -20,7 +24,11 @@ const MAX_METADATA: usize = 4096;
 
 pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> Reply {
     let group = req.group_id.0.to_string();
-    let check = shared.groups.coordinator.check_commit(&group, req.generation_id_or_member_epoch, req.member_id.as_str());
+    let check = shared.groups.coordinator.check_commit(
+        &group,
+        req.generation_id_or_member_epoch,
+        req.member_id.as_str(),
+    );
     let mut to_store = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -32,9 +40,17 @@ pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> 
             .map(|p| {
                 let code = if let Err(e) = check {
                     group_error(e).code()
-                } else if topic.as_ref().and_then(|t| t.partition(p.partition_index)).is_none() {
+                } else if topic
+                    .as_ref()
+                    .and_then(|t| t.partition(p.partition_index))
+                    .is_none()
+                {
                     ResponseError::UnknownTopicOrPartition.code()
-                } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA) {
+                } else if p
+                    .committed_metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > MAX_METADATA)
+                {
                     ResponseError::OffsetMetadataTooLarge.code()
                 } else {
                     to_store.push((
@@ -48,10 +64,16 @@ pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> 
                     ));
                     0
                 };
-                OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(code)
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code)
             })
             .collect();
-        topics.push(OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     let mut response = OffsetCommitResponse::default().with_topics(topics);
     if to_store.is_empty() {
@@ -76,12 +98,19 @@ pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> 
 }
 
 /// Committed offsets for (topic, partitions) of a group; `None` topics means every committed one.
-fn lookup(shared: &Shared, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+fn lookup(
+    shared: &Shared,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
     match wanted {
         Some(list) => list
             .into_iter()
             .map(|(topic, parts)| {
-                let found = parts.into_iter().map(|p| (p, shared.groups.store.committed(group, &topic, p))).collect();
+                let found = parts
+                    .into_iter()
+                    .map(|p| (p, shared.groups.store.committed(group, &topic, p)))
+                    .collect();
                 (topic, found)
             })
             .collect(),
@@ -104,14 +133,22 @@ pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Off
             .groups
             .into_iter()
             .map(|g| {
-                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
                 let topics = lookup(shared, g.group_id.0.as_str(), wanted)
                     .into_iter()
                     .map(|(topic, parts)| {
                         let partitions = parts
                             .into_iter()
                             .map(|(p, c)| {
-                                let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: None });
+                                let c = c.unwrap_or(Committed {
+                                    offset: -1,
+                                    leader_epoch: -1,
+                                    metadata: None,
+                                });
                                 OffsetFetchResponsePartitions::default()
                                     .with_partition_index(p)
                                     .with_committed_offset(c.offset)
@@ -119,22 +156,34 @@ pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Off
                                     .with_metadata(Some(str_bytes(c.metadata.unwrap_or_default())))
                             })
                             .collect();
-                        OffsetFetchResponseTopics::default().with_name(topic_name(&topic)).with_partitions(partitions)
+                        OffsetFetchResponseTopics::default()
+                            .with_name(topic_name(&topic))
+                            .with_partitions(partitions)
                     })
                     .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+    let wanted = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
     let topics = lookup(shared, req.group_id.0.as_str(), wanted)
         .into_iter()
         .map(|(topic, parts)| {
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
-                    let c = c.unwrap_or(Committed { offset: -1, leader_epoch: -1, metadata: None });
+                    let c = c.unwrap_or(Committed {
+                        offset: -1,
+                        leader_epoch: -1,
+                        metadata: None,
+                    });
                     let mut r = OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(c.offset)
@@ -145,7 +194,9 @@ pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Off
                     r
                 })
                 .collect();
-            OffsetFetchResponseTopic::default().with_name(topic_name(&topic)).with_partitions(partitions)
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions)
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)

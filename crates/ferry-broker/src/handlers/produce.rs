@@ -34,7 +34,9 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
         let topic = shared.topic_for_write(&name, true);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for (pi, data) in topic_data.partition_data.into_iter().enumerate() {
-            let mut resp = PartitionProduceResponse::default().with_index(data.index).with_base_offset(-1);
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1);
             let log = match &topic {
                 _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks.code()),
                 Ok(Some(t)) => usize::try_from(data.index)
@@ -58,13 +60,22 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
                 Ok((log, info)) => {
                     resp.base_offset = info.base_offset;
                     resp.log_start_offset = info.log_start_offset;
-                    to_flush.push(ToFlush { topic: ti, partition: pi, log, end_offset: info.end_offset });
+                    to_flush.push(ToFlush {
+                        topic: ti,
+                        partition: pi,
+                        log,
+                        end_offset: info.end_offset,
+                    });
                 }
                 Err(code) => resp.error_code = code,
             }
             partitions.push(resp);
         }
-        responses.push(TopicProduceResponse::default().with_name(topic_data.name).with_partition_responses(partitions));
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partitions),
+        );
     }
     let mut response = ProduceResponse::default().with_responses(responses);
 
@@ -77,7 +88,8 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
         for (flushed, failed) in flush_all(to_flush).await {
             if let Some(e) = failed {
                 tracing::error!(error = %e, "fsync failed; answering KAFKA_STORAGE_ERROR");
-                let p = &mut response.responses[flushed.topic].partition_responses[flushed.partition];
+                let p =
+                    &mut response.responses[flushed.topic].partition_responses[flushed.partition];
                 p.error_code = ResponseError::KafkaStorageError.code();
                 p.base_offset = -1;
             }

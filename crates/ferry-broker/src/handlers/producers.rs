@@ -14,18 +14,32 @@ pub fn init_producer_id(shared: &Arc<Shared>, req: InitProducerIdRequest) -> Rep
     Box::pin(async move {
         let resp = InitProducerIdResponse::default();
         if req.transactional_id.is_some() {
-            return Some(resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()).into());
+            return Some(
+                resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                    .into(),
+            );
         }
         // KIP-360: a producer that already has an id asks for its epoch to be bumped.
         if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-            return Some(resp.with_producer_id(req.producer_id).with_producer_epoch(req.producer_epoch + 1).into());
+            return Some(
+                resp.with_producer_id(req.producer_id)
+                    .with_producer_epoch(req.producer_epoch + 1)
+                    .into(),
+            );
         }
         let ids = shared.producer_ids.clone();
         match tokio::task::spawn_blocking(move || ids.next()).await {
-            Ok(Ok(id)) => Some(resp.with_producer_id(ProducerId(id)).with_producer_epoch(0).into()),
+            Ok(Ok(id)) => Some(
+                resp.with_producer_id(ProducerId(id))
+                    .with_producer_epoch(0)
+                    .into(),
+            ),
             other => {
                 tracing::error!(?other, "cannot allocate a producer id");
-                Some(resp.with_error_code(ResponseError::CoordinatorNotAvailable.code()).into())
+                Some(
+                    resp.with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                        .into(),
+                )
             }
         }
     })

@@ -17,13 +17,19 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Logs to the test's captured output; `RUST_LOG=debug` for more.
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_test_writer()
         .try_init();
 }
 
 pub fn config(data: &Path) -> BrokerConfig {
-    BrokerConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: data.to_path_buf(), ..BrokerConfig::default() }
+    BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.to_path_buf(),
+        ..BrokerConfig::default()
+    }
 }
 
 pub async fn start(data: &Path) -> BrokerHandle {
@@ -69,7 +75,12 @@ pub struct Got {
 }
 
 /// Read from the beginning of the given partitions until `count` records arrived or `timeout`.
-pub fn consume_from_beginning(bootstrap: &str, parts: &[(&str, i32)], count: usize, timeout: Duration) -> Vec<Got> {
+pub fn consume_from_beginning(
+    bootstrap: &str,
+    parts: &[(&str, i32)],
+    count: usize,
+    timeout: Duration,
+) -> Vec<Got> {
     let consumer = consumer(bootstrap);
     let mut tpl = TopicPartitionList::new();
     for (t, p) in parts {
@@ -88,7 +99,11 @@ pub fn consume_from_beginning(bootstrap: &str, parts: &[(&str, i32)], count: usi
                 value: m.payload().map(<[u8]>::to_vec),
                 headers: m
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             }),
             Some(Err(e)) => panic!("consumer error: {e}"),

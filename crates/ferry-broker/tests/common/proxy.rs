@@ -22,7 +22,12 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, _) = watch::channel(0);
-        let proxy = Proxy { addr, cut, cuts: Arc::new(AtomicU64::new(0)), accept: tokio::spawn(async {}) };
+        let proxy = Proxy {
+            addr,
+            cut,
+            cuts: Arc::new(AtomicU64::new(0)),
+            accept: tokio::spawn(async {}),
+        };
         (proxy, listener)
     }
 
@@ -33,7 +38,9 @@ impl Proxy {
             while let Ok((client, _)) = listener.accept().await {
                 let mut cut_rx = cut.subscribe();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(target).await else { return };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
                     tokio::select! {

@@ -32,7 +32,10 @@ impl ChildBroker {
             .args(["broker", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -65,7 +68,11 @@ impl ChildBroker {
             }
         });
 
-        let mut broker = ChildBroker { child, addr: String::new(), log_tail };
+        let mut broker = ChildBroker {
+            child,
+            addr: String::new(),
+            log_tail,
+        };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => broker.addr = addr,
             Err(_) => panic!("ferry broker did not announce its address within {START_TIMEOUT:?}"),
@@ -85,7 +92,10 @@ impl Drop for ChildBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- last lines of the log of the broker at {} ---", self.addr);
+            eprintln!(
+                "--- last lines of the log of the broker at {} ---",
+                self.addr
+            );
             for line in self.log_tail.lock().unwrap().iter() {
                 eprintln!("{line}");
             }
