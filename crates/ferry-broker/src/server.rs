@@ -94,10 +94,10 @@ async fn connection(
 async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
     let mut out = BufWriter::with_capacity(64 * 1024, wr);
     while let Some(pending) = rx.recv().await {
-        if let Some(bytes) = pending.await {
-            if out.write_all(&bytes).await.is_err() {
-                return;
-            }
+        if let Some(bytes) = pending.await
+            && out.write_all(&bytes).await.is_err()
+        {
+            return;
         }
         // Flush when nothing else is ready, so pipelined responses share one write.
         if rx.is_empty() && out.flush().await.is_err() {

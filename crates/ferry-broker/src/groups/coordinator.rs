@@ -849,7 +849,7 @@ mod tests {
         let c = Coordinator::default();
         let t = Instant::now();
         let a = join_now(&c, join_req("", &["range", "roundrobin"]), t);
-        let _ = c.sync("g", 1, &a.member_id, vec![], t);
+        let _sync = c.sync("g", 1, &a.member_id, vec![], t);
         let (mut b_rx, _) = c.join(join_req("", &["roundrobin", "range"]), t);
         assert!(b_rx.try_recv().is_err(), "B waits for A to rejoin");
         assert_eq!(
@@ -870,7 +870,7 @@ mod tests {
         // B syncs before the leader: it waits, then gets its part.
         let mut b_sync = c.sync("g", 2, &b.member_id, vec![], t);
         assert!(b_sync.try_recv().is_err());
-        let _ = c.sync(
+        let _sync = c.sync(
             "g",
             2,
             &a.member_id,
@@ -888,7 +888,7 @@ mod tests {
         let c = Coordinator::default();
         let t = Instant::now();
         let a = join_now(&c, join_req("", &["range"]), t);
-        let _ = c.sync("g", 1, &a.member_id, vec![], t);
+        let _sync = c.sync("g", 1, &a.member_id, vec![], t);
         let (mut b_rx, _) = c.join(join_req("", &["range"]), t);
         c.tick(t + Duration::from_secs(4));
         assert!(
@@ -913,7 +913,7 @@ mod tests {
         let c = Coordinator::default();
         let t = Instant::now();
         let a = join_now(&c, join_req("", &["range"]), t);
-        let _ = c.sync("g", 1, &a.member_id, vec![], t);
+        let _sync = c.sync("g", 1, &a.member_id, vec![], t);
         c.tick(t + Duration::from_secs(9));
         assert_eq!(c.describe("g").unwrap().state, State::Stable);
         c.tick(t + Duration::from_secs(11));
@@ -967,7 +967,7 @@ mod tests {
             Err(GroupError::RebalanceInProgress),
             "awaiting sync"
         );
-        let _ = c.sync("g", 1, &a.member_id, vec![], t);
+        let _sync = c.sync("g", 1, &a.member_id, vec![], t);
         assert_eq!(c.check_commit("g", 1, &a.member_id), Ok(()));
         assert_eq!(
             c.check_commit("g", 0, &a.member_id),

@@ -12,6 +12,9 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use super::str_bytes;
 use crate::state::{NODE_ID, Shared};
 
+/// A config entry: name, value, Kafka ConfigSource.
+type Entry = (String, String, i8);
+
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigSource values.
@@ -32,42 +35,41 @@ pub fn describe(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let entries: Result<Vec<(String, String, i8)>, (ResponseError, String)> =
-                match r.resource_type {
-                    RESOURCE_TOPIC => match shared.store.topic(&name) {
-                        Some(topic) => {
-                            let overrides = topic.overrides();
-                            Ok(topic
-                                .config()
-                                .entries()
-                                .into_iter()
-                                .map(|(k, v)| {
-                                    let source = if overrides.contains_key(k) {
-                                        SOURCE_TOPIC
-                                    } else {
-                                        SOURCE_DEFAULT
-                                    };
-                                    (k.to_owned(), v, source)
-                                })
-                                .collect())
-                        }
-                        None => Err((
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("unknown topic {name}"),
-                        )),
-                    },
-                    RESOURCE_BROKER if name.is_empty() || name == NODE_ID.to_string() => {
-                        Ok(broker_entries(shared))
+            let entries: Result<Vec<Entry>, (ResponseError, String)> = match r.resource_type {
+                RESOURCE_TOPIC => match shared.store.topic(&name) {
+                    Some(topic) => {
+                        let overrides = topic.overrides();
+                        Ok(topic
+                            .config()
+                            .entries()
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let source = if overrides.contains_key(k) {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
+                                (k.to_owned(), v, source)
+                            })
+                            .collect())
                     }
-                    RESOURCE_BROKER => Err((
-                        ResponseError::InvalidRequest,
-                        format!("no broker {name}; this is node {NODE_ID}"),
+                    None => Err((
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("unknown topic {name}"),
                     )),
-                    other => Err((
-                        ResponseError::InvalidRequest,
-                        format!("resource type {other} is not supported"),
-                    )),
-                };
+                },
+                RESOURCE_BROKER if name.is_empty() || name == NODE_ID.to_string() => {
+                    Ok(broker_entries(shared))
+                }
+                RESOURCE_BROKER => Err((
+                    ResponseError::InvalidRequest,
+                    format!("no broker {name}; this is node {NODE_ID}"),
+                )),
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("resource type {other} is not supported"),
+                )),
+            };
             match entries {
                 Ok(entries) => {
                     let keys = r
@@ -95,7 +97,7 @@ pub fn describe(
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
+fn broker_entries(shared: &Shared) -> Vec<Entry> {
     let c = &shared.config;
     let mut v = vec![
         (

@@ -19,6 +19,9 @@ use super::{Reply, str_bytes, topic_name};
 use crate::groups::Committed;
 use crate::state::Shared;
 
+/// A topic and its partitions' committed offsets (`None`: nothing committed).
+type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+
 /// Kafka's offset.metadata.max.bytes.
 const MAX_METADATA: usize = 4096;
 
@@ -102,7 +105,7 @@ fn lookup(
     shared: &Shared,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<Committed>)>)> {
+) -> Vec<TopicOffsets> {
     match wanted {
         Some(list) => list
             .into_iter()
@@ -115,7 +118,7 @@ fn lookup(
             })
             .collect(),
         None => {
-            let mut by_topic: Vec<(String, Vec<(i32, Option<Committed>)>)> = Vec::new();
+            let mut by_topic: Vec<TopicOffsets> = Vec::new();
             for ((topic, p), c) in shared.groups.store.offsets(group) {
                 match by_topic.last_mut() {
                     Some((t, v)) if *t == topic => v.push((p, Some(c))),

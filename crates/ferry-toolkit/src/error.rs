@@ -1,0 +1,69 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in the toolkit, outside a handler's own errors (those are
+/// [`crate::HandlerError`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A message could not be serialized to JSON.
+    #[error("cannot encode a {type_name} message: {source}")]
+    Encode {
+        /// The message's type name.
+        type_name: &'static str,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// A payload is not valid JSON for the type its envelope names.
+    #[error("cannot decode a {type_name} message: {source}")]
+    Decode {
+        /// The type name the payload was decoded as.
+        type_name: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// An envelope header that must be there is missing.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// An envelope header is there but cannot be parsed.
+    #[error("bad header {name}: {value:?}")]
+    BadHeader {
+        /// The header's name.
+        name: &'static str,
+        /// Its value, lossily decoded as UTF-8.
+        value: String,
+    },
+    /// The Kafka client reported an error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A reply was asked for, but the incoming message names no reply topic.
+    #[error("the message has no ferry-reply-to header")]
+    NoReplyTo,
+    /// No reply arrived in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// A reply arrived but is not of the expected type.
+    #[error("expected a {expected} reply, got {got}")]
+    UnexpectedReply {
+        /// The reply type the caller asked for.
+        expected: &'static str,
+        /// The type name the reply carried.
+        got: String,
+    },
+    /// The component was shut down while the operation waited.
+    #[error("shut down")]
+    Stopped,
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A background task failed (it panicked or its runtime went away).
+    #[error("background task failed: {0}")]
+    Task(String),
+    /// An I/O error, such as binding the HTTP listener.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with the toolkit's [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

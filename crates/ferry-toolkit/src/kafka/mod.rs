@@ -1,0 +1,261 @@
+//! The Kafka adapter, on `rdkafka` (librdkafka). The only module that touches Kafka.
+//!
+//! - [`KafkaSender`]: the idempotent, acks=all producer behind [`crate::Publisher`].
+//! - [`start_router`]: runs a [`crate::Router`] as a consumer-group member (see `consumer.rs`
+//!   for the threads).
+//! - [`start_requester`]: the reply side of request/reply.
+//! - [`redrive`]: sends dead letters back to their topics.
+//! - [`wait_for_broker`]: start-up backoff, one log line per attempt.
+//!
+//! It talks to any Kafka-protocol broker over TCP: Ferry's own, Apache Kafka or Redpanda.
+
+mod consumer;
+mod partition;
+mod redrive;
+mod reply;
+mod sender;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use tokio_util::sync::CancellationToken;
+
+pub use consumer::{RouterHandle, start_router};
+pub use redrive::{RedriveReport, redrive};
+pub use reply::start_requester;
+pub use sender::KafkaSender;
+
+use crate::error::{Error, Result};
+use crate::ops::Check;
+use crate::publisher::Publisher;
+use crate::retry::RetryPolicy;
+
+/// How to reach Kafka, plus librdkafka properties for the clients the toolkit creates.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties for every client.
+    pub client: BTreeMap<String, String>,
+    /// Extra properties for consumers (e.g. `session.timeout.ms`).
+    pub consumer: BTreeMap<String, String>,
+    /// Extra properties for producers (e.g. `message.timeout.ms`).
+    pub producer: BTreeMap<String, String>,
+    /// Backoff between start-up connection attempts; `max_attempts` bounds them.
+    pub connect_backoff: RetryPolicy,
+    /// How often a running router checks that the broker is reachable, for `/ready`.
+    pub probe_interval: Duration,
+}
+
+impl KafkaConfig {
+    /// Defaults for `bootstrap_servers`: start-up retries forever, from 200 ms doubling to 10 s.
+    pub fn new(bootstrap_servers: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+            connect_backoff: RetryPolicy {
+                initial: Duration::from_millis(200),
+                multiplier: 2.0,
+                max_delay: Duration::from_secs(10),
+                max_attempts: u32::MAX,
+                jitter: 0.2,
+                attempt_timeout: Some(Duration::from_secs(5)),
+            },
+            probe_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets a librdkafka property on every client.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaConfig {
+        self.client.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets a librdkafka property on consumers only.
+    pub fn set_consumer(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaConfig {
+        self.consumer.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets a librdkafka property on producers only.
+    pub fn set_producer(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaConfig {
+        self.producer.insert(key.into(), value.into());
+        self
+    }
+
+    /// A consumer configuration: manual commits only (callers cannot turn auto-commit on),
+    /// from the earliest offset for a new group, topics created on first subscription. Caller
+    /// properties override the other defaults.
+    pub(crate) fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "true");
+        for (k, v) in self.client.iter().chain(&self.consumer) {
+            config.set(k, v);
+        }
+        // Commit-after-success is the router's contract; auto-commit would break it.
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        config
+    }
+
+    /// A producer configuration: idempotent, acks=all, 30 s delivery timeout.
+    pub(crate) fn producer_config(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5");
+        for (k, v) in self.client.iter().chain(&self.producer) {
+            config.set(k, v);
+        }
+        // Idempotence is what makes retries safe; it is not optional.
+        config.set("enable.idempotence", "true").set("acks", "all");
+        config
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            // Idle connections closed by the broker are normal; do not log them as errors.
+            .set("log.connection.close", "false");
+        config
+    }
+}
+
+impl Publisher {
+    /// A publisher over a new Kafka producer (see [`KafkaSender`]).
+    pub fn kafka(config: &KafkaConfig) -> Result<Publisher> {
+        Ok(Publisher::new(KafkaSender::new(config)?))
+    }
+}
+
+/// Routes librdkafka's own logs into `tracing` (target `librdkafka`). Its connection errors
+/// repeat while a broker is down, so they are logged at `debug`: the toolkit's own lines say
+/// what is going on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_librdkafka(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&error, reason);
+    }
+}
+
+impl ConsumerContext for LogContext {}
+
+pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "librdkafka", facility, "{message}");
+        }
+        RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
+            tracing::debug!(target: "librdkafka", facility, "{message}");
+        }
+        _ => tracing::trace!(target: "librdkafka", facility, "{message}"),
+    }
+}
+
+pub(crate) fn log_client_error(error: &KafkaError, reason: &str) {
+    tracing::debug!(target: "librdkafka", %error, "{reason}");
+}
+
+/// Waits until the broker answers a metadata request, retrying with `config.connect_backoff`
+/// and logging each attempt. Returns early with [`Error::Stopped`] if `stop` is cancelled.
+///
+/// Used at start-up by routers and requesters; call it directly to hold a service's start
+/// until Kafka is there.
+pub async fn wait_for_broker(config: &KafkaConfig, stop: &CancellationToken) -> Result<()> {
+    let client: BaseConsumer<LogContext> = config
+        .consumer_config("ferry-probe")
+        .create_with_context(LogContext)?;
+    wait_until_reachable(Arc::new(client), config, None, stop).await
+}
+
+/// The start-up loop behind [`wait_for_broker`], on an existing client; reports into `check`.
+pub(crate) async fn wait_until_reachable<C: ConsumerContext + 'static>(
+    client: Arc<BaseConsumer<C>>,
+    config: &KafkaConfig,
+    check: Option<&Check>,
+    stop: &CancellationToken,
+) -> Result<()> {
+    let backoff = &config.connect_backoff;
+    let timeout = backoff.attempt_timeout.unwrap_or(Duration::from_secs(5));
+    let mut attempt = 1;
+    loop {
+        tracing::info!(attempt, brokers = %config.bootstrap_servers, "connecting to Kafka");
+        match probe(client.clone(), timeout).await {
+            Ok(()) => {
+                tracing::info!(attempt, brokers = %config.bootstrap_servers, "Kafka is reachable");
+                return Ok(());
+            }
+            Err(e) if !backoff.retries_after(attempt) => {
+                tracing::error!(attempt, brokers = %config.bootstrap_servers, error = %e, "Kafka is not reachable; giving up");
+                return Err(e);
+            }
+            Err(e) => {
+                let delay = backoff.delay(attempt, &mut rand::rng());
+                tracing::warn!(
+                    attempt,
+                    brokers = %config.bootstrap_servers,
+                    error = %e,
+                    retry_in = ?delay,
+                    "Kafka is not reachable yet"
+                );
+                if let Some(check) = check {
+                    check.not_ready(format!(
+                        "broker {} not reachable (attempt {attempt}): {e}",
+                        config.bootstrap_servers
+                    ));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return Err(Error::Stopped),
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// One metadata round trip, on the blocking pool (librdkafka's call blocks).
+pub(crate) async fn probe<C: ConsumerContext + 'static>(
+    client: Arc<BaseConsumer<C>>,
+    timeout: Duration,
+) -> Result<()> {
+    tokio::task::spawn_blocking(move || probe_blocking(&client, timeout))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+pub(crate) fn probe_blocking<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    timeout: Duration,
+) -> Result<()> {
+    let metadata = client.fetch_metadata(None, timeout)?;
+    if metadata.brokers().is_empty() {
+        return Err(Error::Kafka(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! One assigned partition's worker: a tokio task that reads the partition's own librdkafka
+//! queue, processes one message at a time, and commits each message's offset once it is done
+//! with (handled, skipped, or dead-lettered).
+//!
+//! Because every partition has its own queue and its own task, a message waiting in retry
+//! backoff holds back only its partition; librdkafka keeps fetching for the others. The worker
+//! learns that its queue has messages from librdkafka's non-empty callback (a [`Notify`]), so
+//! it never blocks a runtime thread in librdkafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::consumer::{RouterContext, Shared};
+use crate::envelope::Headers;
+use crate::transport::IncomingMessage;
+
+/// Runs until `stop` is cancelled (after finishing the message in hand) or the processing of
+/// a message is abandoned. Returns the next offset it committed, if any, for the final
+/// synchronous commit.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<RouterContext>>,
+    mut queue: PartitionQueue<RouterContext>,
+    topic: String,
+    partition: i32,
+    stop: CancellationToken,
+) -> Option<i64> {
+    let ready = Arc::new(Notify::new());
+    let notify = ready.clone();
+    // Called on a librdkafka thread when the queue becomes non-empty. `notify_one` keeps a
+    // permit if the worker is not waiting yet, so no wake-up is lost.
+    queue.set_nonempty_callback(move || notify.notify_one());
+
+    // After a rebalance or a broker restart, the group's committed offset can lag behind what
+    // this process already handled (a commit lost with the connection); do not handle those
+    // messages a second time.
+    let key = (topic.clone(), partition);
+    let already_done = shared.done_offset(&key);
+    let mut committed = None;
+    tracing::debug!(%topic, partition, ?already_done, "partition worker started");
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            message = next(&queue, &ready) => message,
+        };
+        if let Some(done) = already_done
+            && message.offset < done
+        {
+            tracing::debug!(%topic, partition, offset = message.offset, "already handled by this process, skipped");
+            if committed.is_none() {
+                commit(&consumer, &topic, partition, done);
+                committed = Some(done);
+            }
+            continue;
+        }
+        let outcome = shared.processor.process(&message, &stop).await;
+        if !outcome.commits() {
+            break;
+        }
+        let next_offset = message.offset + 1;
+        commit(&consumer, &topic, partition, next_offset);
+        committed = Some(next_offset);
+        shared.set_done_offset(key.clone(), next_offset);
+    }
+    tracing::debug!(%topic, partition, ?committed, "partition worker stopped");
+    committed
+}
+
+/// The next message of the queue, waiting for librdkafka's wake-up when it is empty.
+async fn next(queue: &PartitionQueue<RouterContext>, ready: &Notify) -> IncomingMessage {
+    loop {
+        // A zero timeout: librdkafka only pops what is already queued, so this never blocks.
+        match queue.poll(Duration::ZERO) {
+            Some(Ok(message)) => return incoming(&message),
+            Some(Err(e)) => tracing::warn!(error = %e, "partition queue error"),
+            None => ready.notified().await,
+        }
+    }
+}
+
+/// Commits `next_offset` without waiting; the final commit on revoke or shutdown is
+/// synchronous, so a lost asynchronous one costs at most a redelivery.
+fn commit(consumer: &BaseConsumer<RouterContext>, topic: &str, partition: i32, next_offset: i64) {
+    let mut tpl = TopicPartitionList::new();
+    if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(next_offset)) {
+        tracing::error!(error = %e, "cannot build commit");
+        return;
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::debug!(error = %e, topic, partition, next_offset, "commit not sent");
+    }
+}
+
+/// Copies a librdkafka message into the transport-neutral shape.
+pub(super) fn incoming(message: &BorrowedMessage<'_>) -> IncomingMessage {
+    let headers: Headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    IncomingMessage {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        headers,
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,57 @@
+//! Ferry's service toolkit: what a Rust service needs to exchange messages over Kafka without
+//! losing or double-applying one.
+//!
+//! The model:
+//! - Every message is a typed [`Message`] (a serde type with a stable type name and an entity
+//!   key) travelling as JSON, with an [`Envelope`] in the transport headers: message id (UUID
+//!   v7), type and version, correlation and causation ids, W3C `traceparent`, production time.
+//! - A [`Publisher`] sends messages and returns only once the broker has them (Kafka:
+//!   idempotent producer, acks=all, keyed by entity id). A failed publish hands the message
+//!   back ([`PublishError::into_inner`]).
+//! - A [`Router`] is one consumer group's handler set. Run by a transport
+//!   ([`kafka::start_router`]), it processes each assigned partition in order on its own task,
+//!   partitions concurrently, dispatching by type name to [`Handler`]s; unknown types are
+//!   counted and skipped. An offset is committed only after its message was handled, or parked
+//!   in the dead-letter topic.
+//! - A failing handler is retried per its [`RetryPolicy`] (exponential backoff, jitter, cap,
+//!   optional per-attempt timeout), then dead-lettered to `<topic>.dlq` with the error and
+//!   attempt count in headers ([`dlq`]); a record that cannot be decoded goes there at once.
+//!   [`kafka::redrive`] sends dead letters back.
+//! - [`Requester`] does request/reply with correlation ids over a reply topic.
+//! - [`ops`] has `/health`, `/ready` and Prometheus `/metrics` for the service's HTTP server;
+//!   each message is handled inside a `tracing` span carrying its ids and trace.
+//!
+//! Only the [`kafka`] module knows Kafka: envelope, handlers, retries, dead-letter decisions
+//! and request matching work on the transport-neutral [`IncomingMessage`] and [`Sender`], so
+//! another transport plugs in under the same router and handler API.
+//!
+//! Threads: the router's Kafka consumer is polled on one OS thread per router (rebalance
+//! callbacks block there, never on the runtime); partition workers, retries and handlers are
+//! tokio tasks. See `kafka/consumer.rs`.
+
+pub mod dlq;
+mod envelope;
+mod error;
+mod handler;
+pub mod kafka;
+pub mod ops;
+mod process;
+mod publisher;
+mod request;
+mod retry;
+mod router;
+mod traceparent;
+mod transport;
+
+pub use envelope::{Envelope, Headers, Message, decode, encode, header};
+pub use error::{Error, Result};
+pub use handler::{FnHandler, Handler, HandlerError, MessageContext, handler_fn};
+pub use publisher::{Delivery, PublishError, Publisher};
+pub use request::{RequestError, Requester};
+pub use retry::RetryPolicy;
+pub use router::Router;
+pub use traceparent::{InvalidTraceParent, TraceParent};
+pub use transport::{IncomingMessage, OutgoingMessage, Receipt, SendError, Sender};
+
+/// Re-exported so handlers can use `#[async_trait]` without adding the dependency.
+pub use async_trait::async_trait;

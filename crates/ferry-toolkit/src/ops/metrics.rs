@@ -1,0 +1,122 @@
+//! Metric names and the Prometheus recorder.
+//!
+//! The toolkit records through the `metrics` facade, so a service may install any recorder;
+//! [`install`] installs a Prometheus one, once per process (later calls return the same
+//! handle), and `/metrics` renders it. Metrics recorded before a recorder is installed are lost,
+//! so a service calls [`install`] first thing.
+//!
+//! | metric | labels | meaning |
+//! | --- | --- | --- |
+//! | `ferry_messages_handled_total` | topic, type | handler succeeded |
+//! | `ferry_messages_failed_total` | topic, type | handler attempts that failed (timeouts included) |
+//! | `ferry_messages_retried_total` | topic, type | retries scheduled |
+//! | `ferry_messages_dead_lettered_total` | topic, type, reason | messages parked in `<topic>.dlq` |
+//! | `ferry_messages_unknown_type_total` | topic, type | messages of an unregistered type, skipped |
+//! | `ferry_handler_duration_seconds` | topic, type | histogram of handler attempt durations |
+//! | `ferry_consumer_lag` | topic, partition | messages behind the partition's end (high watermark − next offset) |
+//! | `ferry_messages_published_total` | topic, type | messages published with the typed publisher |
+//! | `ferry_replies_dropped_total` | topic, reason | replies to `unknown` or `expired` requests |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Handled messages.
+pub const HANDLED: &str = "ferry_messages_handled_total";
+/// Failed handler attempts.
+pub const FAILED: &str = "ferry_messages_failed_total";
+/// Scheduled retries.
+pub const RETRIED: &str = "ferry_messages_retried_total";
+/// Dead-lettered messages.
+pub const DEAD_LETTERED: &str = "ferry_messages_dead_lettered_total";
+/// Skipped messages of unknown types.
+pub const UNKNOWN_TYPE: &str = "ferry_messages_unknown_type_total";
+/// Handler attempt durations.
+pub const HANDLER_DURATION: &str = "ferry_handler_duration_seconds";
+/// Consumer lag per partition.
+pub const CONSUMER_LAG: &str = "ferry_consumer_lag";
+/// Published messages.
+pub const PUBLISHED: &str = "ferry_messages_published_total";
+/// Dropped replies.
+pub const REPLIES_DROPPED: &str = "ferry_replies_dropped_total";
+
+/// Histogram buckets for handler durations, in seconds: 1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+///
+/// If another recorder was installed first, the returned handle renders an empty page: the
+/// service chose its own recorder.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(HANDLER_DURATION.to_owned()),
+                    DURATION_BUCKETS,
+                )
+                .expect("buckets are not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Renders the installed recorder in the Prometheus text format.
+pub fn render() -> String {
+    let handle = install();
+    handle.run_upkeep();
+    handle.render()
+}
+
+pub(crate) fn handled(topic: &str, type_name: &str, took: Duration) {
+    counter!(HANDLED, "topic" => topic.to_owned(), "type" => type_name.to_owned()).increment(1);
+    duration(topic, type_name, took);
+}
+
+pub(crate) fn failed(topic: &str, type_name: &str, took: Duration) {
+    counter!(FAILED, "topic" => topic.to_owned(), "type" => type_name.to_owned()).increment(1);
+    duration(topic, type_name, took);
+}
+
+fn duration(topic: &str, type_name: &str, took: Duration) {
+    histogram!(HANDLER_DURATION, "topic" => topic.to_owned(), "type" => type_name.to_owned())
+        .record(took.as_secs_f64());
+}
+
+pub(crate) fn retried(topic: &str, type_name: &str) {
+    counter!(RETRIED, "topic" => topic.to_owned(), "type" => type_name.to_owned()).increment(1);
+}
+
+pub(crate) fn dead_lettered(topic: &str, type_name: &str, reason: &str) {
+    counter!(DEAD_LETTERED, "topic" => topic.to_owned(), "type" => type_name.to_owned(), "reason" => reason.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn unknown_type(topic: &str, type_name: &str) {
+    counter!(UNKNOWN_TYPE, "topic" => topic.to_owned(), "type" => type_name.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn lag(topic: &str, partition: i32, lag: i64) {
+    gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(lag.max(0) as f64);
+}
+
+pub(crate) fn published(topic: &str, type_name: &str) {
+    counter!(PUBLISHED, "topic" => topic.to_owned(), "type" => type_name.to_owned()).increment(1);
+}
+
+pub(crate) fn reply_dropped(topic: &str, reason: &'static str) {
+    counter!(REPLIES_DROPPED, "topic" => topic.to_owned(), "reason" => reason).increment(1);
+}

@@ -1,0 +1,145 @@
+//! The typed publisher: envelope + JSON over any [`Sender`].
+//!
+//! [`Publisher::publish`] returns when the transport acknowledged the message (Kafka: the
+//! broker answered an idempotent acks=all produce). If it fails, the message comes back inside
+//! the [`PublishError`], like tokio's `SendError`, so no caller path can drop it silently.
+
+use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::envelope::{self, Envelope, Headers, Message};
+use crate::error::Error;
+use crate::transport::{OutgoingMessage, Receipt, SendError, Sender};
+
+/// Publishes typed messages. Cheap to clone; clones share the transport.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    sender: Arc<dyn Sender>,
+}
+
+/// What a successful publish tells the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The published message's id.
+    pub message_id: Uuid,
+    /// Its correlation id.
+    pub correlation_id: Uuid,
+    /// Where the transport put it.
+    pub receipt: Receipt,
+}
+
+impl Publisher {
+    /// A publisher over a transport's sender (see `crate::kafka::KafkaSender`).
+    pub fn new(sender: impl Sender) -> Publisher {
+        Publisher {
+            sender: Arc::new(sender),
+        }
+    }
+
+    /// A publisher over a shared sender.
+    pub fn from_arc(sender: Arc<dyn Sender>) -> Publisher {
+        Publisher { sender }
+    }
+
+    /// Publishes `message` to `topic` as the first message of a new flow, keyed by
+    /// [`Message::key`].
+    pub async fn publish<M: Message>(
+        &self,
+        topic: &str,
+        message: M,
+    ) -> Result<Delivery, PublishError<M>> {
+        self.publish_with(topic, message, Envelope::new::<M>())
+            .await
+    }
+
+    /// Publishes `message` with a caller-built envelope (for a follow-up, a request, or to keep
+    /// an id chosen in advance). The envelope's type name and version are set from `M`.
+    pub async fn publish_with<M: Message>(
+        &self,
+        topic: &str,
+        message: M,
+        mut envelope: Envelope,
+    ) -> Result<Delivery, PublishError<M>> {
+        let payload = match envelope::encode(&message) {
+            Ok(payload) => payload,
+            Err(error) => return Err(PublishError { message, error }),
+        };
+        envelope.type_name = M::TYPE.to_owned();
+        envelope.version = M::VERSION;
+        let mut headers = Headers::new();
+        envelope.write_to(&mut headers);
+        let outgoing = OutgoingMessage {
+            topic: topic.to_owned(),
+            key: Some(message.key().into_bytes()),
+            headers,
+            payload,
+        };
+        match self.sender.send(outgoing).await {
+            Ok(receipt) => {
+                crate::ops::metrics::published(topic, M::TYPE);
+                Ok(Delivery {
+                    message_id: envelope.message_id,
+                    correlation_id: envelope.correlation_id,
+                    receipt,
+                })
+            }
+            Err(SendError { error, .. }) => Err(PublishError { message, error }),
+        }
+    }
+
+    /// Sends a raw message as is (dead letters, re-drives, replies built by hand).
+    pub async fn send_raw(&self, message: OutgoingMessage) -> Result<Receipt, SendError> {
+        self.sender.send(message).await
+    }
+}
+
+/// A publish that failed. [`PublishError::into_inner`] gives the message back.
+pub struct PublishError<M> {
+    message: M,
+    error: Error,
+}
+
+impl<M> PublishError<M> {
+    pub(crate) fn new(message: M, error: Error) -> PublishError<M> {
+        PublishError { message, error }
+    }
+
+    /// The message that was not published.
+    pub fn into_inner(self) -> M {
+        self.message
+    }
+
+    /// Why it was not published.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// Splits into the message and the error.
+    pub fn into_parts(self) -> (M, Error) {
+        (self.message, self.error)
+    }
+}
+
+impl<M: Message> fmt::Debug for PublishError<M> {
+    /// Names the message type, never dumps the message.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishError")
+            .field("type", &M::TYPE)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<M: Message> fmt::Display for PublishError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot publish a {} message: {}", M::TYPE, self.error)
+    }
+}
+
+impl<M: Message> std::error::Error for PublishError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}

@@ -1,0 +1,148 @@
+//! The router: a consumer group's handler set, independent of any transport.
+//!
+//! A [`Router`] names its consumer group and topics, maps type names to handlers, and carries
+//! the retry policy. A transport adapter runs it: `crate::kafka::start_router` gives each
+//! assigned partition an ordered worker that feeds messages one at a time to the shared
+//! processing logic in `crate::process`, which decides handled / retried / dead-lettered /
+//! skipped. So every transport gets the same semantics.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::envelope::{self, Message};
+use crate::error::Result;
+use crate::handler::{Handler, HandlerError, MessageContext};
+use crate::ops::Health;
+use crate::retry::RetryPolicy;
+
+/// A consumer group's handlers and settings. Build it, then start it with a transport.
+///
+/// ```no_run
+/// # use ferry_toolkit::{handler_fn, HandlerError, Message, MessageContext, Router, RetryPolicy};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { id: String }
+/// # impl Message for OrderPlaced { const TYPE: &'static str = "order-placed"; fn key(&self) -> String { self.id.clone() } }
+/// let router = Router::new("billing")
+///     .subscribe("orders")
+///     .handle(handler_fn(|order: OrderPlaced, _ctx: MessageContext| async move {
+///         println!("bill {}", order.id);
+///         Ok::<_, HandlerError>(())
+///     }))
+///     .retry(RetryPolicy::default());
+/// ```
+pub struct Router {
+    pub(crate) group: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) health: Health,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut types: Vec<_> = self.handlers.keys().collect();
+        types.sort();
+        f.debug_struct("Router")
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .field("types", &types)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router for consumer group `group`, with the default retry policy.
+    pub fn new(group: impl Into<String>) -> Router {
+        Router {
+            group: group.into(),
+            topics: Vec::new(),
+            handlers: HashMap::new(),
+            retry: RetryPolicy::default(),
+            health: Health::new(),
+        }
+    }
+
+    /// Adds a topic to consume.
+    pub fn subscribe(mut self, topic: impl Into<String>) -> Router {
+        let topic = topic.into();
+        if !self.topics.contains(&topic) {
+            self.topics.push(topic);
+        }
+        self
+    }
+
+    /// Registers the handler for messages of type `M`.
+    ///
+    /// # Panics
+    ///
+    /// If a handler for `M::TYPE` is already registered: one type, one handler per group.
+    pub fn handle<M: Message, H: Handler<M>>(mut self, handler: H) -> Router {
+        let erased: Arc<dyn ErasedHandler> = Arc::new(Typed {
+            handler,
+            _message: PhantomData::<fn(M)>,
+        });
+        assert!(
+            self.handlers.insert(M::TYPE, erased).is_none(),
+            "a handler for {:?} is already registered",
+            M::TYPE
+        );
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Router {
+        self.retry = policy;
+        self
+    }
+
+    /// Reports readiness (broker reachable, group joined) into `health`.
+    pub fn health(mut self, health: &Health) -> Router {
+        self.health = health.clone();
+        self
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The subscribed topics.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Whether a handler is registered for `type_name`.
+    pub fn handles(&self, type_name: &str) -> bool {
+        self.handlers.contains_key(type_name)
+    }
+}
+
+/// A handler with its message type erased: decodes the payload, then calls the typed handler.
+pub(crate) trait ErasedHandler: Send + Sync {
+    /// Decodes `payload`; `Err` means it is not valid for the handler's type.
+    fn call<'a>(
+        &'a self,
+        payload: &[u8],
+        ctx: &'a MessageContext,
+    ) -> Result<BoxFuture<'a, Result<(), HandlerError>>>;
+}
+
+struct Typed<M, H> {
+    handler: H,
+    _message: PhantomData<fn(M)>,
+}
+
+impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
+    fn call<'a>(
+        &'a self,
+        payload: &[u8],
+        ctx: &'a MessageContext,
+    ) -> Result<BoxFuture<'a, Result<(), HandlerError>>> {
+        let message = envelope::decode::<M>(payload)?;
+        Ok(self.handler.handle(message, ctx))
+    }
+}
