@@ -1,0 +1,220 @@
+//! The JSON error contract: `{"error":{"code":"…","message":"…"}}`.
+//!
+//! Every code is listed once in [`ErrorCode`] with its HTTP status (as meilisearch keeps one
+//! table of error codes), so handlers say *what* went wrong and the status follows. A client's
+//! mistake is always a 4xx; only a fault of ours is a 500, and its message says nothing internal.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Stable error codes of Ferry's HTTP APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The body is not valid JSON or lacks required fields.
+    InvalidBody,
+    /// A field has an invalid value (empty name, negative amount, bad email).
+    InvalidField,
+    /// A query or path parameter is invalid.
+    InvalidParameter,
+    /// No such resource.
+    NotFound,
+    /// The request conflicts with existing state (duplicate code or email).
+    Conflict,
+    /// A domain rule forbids the command (edit a deleted post, delete someone else's post).
+    RuleViolated,
+    /// The request needs a media type we do not accept.
+    UnsupportedMediaType,
+    /// A dependency (database, broker) is not available right now; retry later.
+    Unavailable,
+    /// A fault of ours.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RuleViolated => "rule_violated",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidBody | ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField | ErrorCode::RuleViolated => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An HTTP API error. Build one with [`ApiError::new`] or the shorthands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// For the person reading it.
+    pub message: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+    /// 404 for `what` (e.g. "course 42").
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+    /// 422: a field's value is not acceptable.
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidField, message)
+    }
+    /// 409: conflicts with existing state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+    /// 422: a domain rule says no.
+    pub fn rule(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RuleViolated, message)
+    }
+    /// 500, logging the cause and hiding it from the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error answering a request");
+        Self::new(ErrorCode::Internal, "internal error; see the service log")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code.as_str(),
+                message: &self.message,
+            },
+        };
+        (self.code.status(), Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s in the JSON contract instead of axum's plain text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "send the body as JSON (Content-Type: application/json)",
+                ),
+                other => ApiError::new(ErrorCode::InvalidBody, other.body_text()),
+            }),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[track_caller]
+    fn check(err: ApiError, status: u16, code: &str) {
+        let resp = err.into_response();
+        assert_eq!(resp.status().as_u16(), status);
+        let body = futures_body(resp);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], code);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+
+    fn futures_body(resp: Response) -> Vec<u8> {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                resp.into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec()
+            })
+    }
+
+    #[test]
+    fn every_shorthand_maps_to_its_status_and_code() {
+        check(ApiError::not_found("course 7"), 404, "not_found");
+        check(
+            ApiError::invalid_field("name is required"),
+            422,
+            "invalid_field",
+        );
+        check(ApiError::conflict("code taken"), 409, "conflict");
+        check(ApiError::rule("post was deleted"), 422, "rule_violated");
+        check(ApiError::internal("db exploded"), 500, "internal");
+        check(
+            ApiError::new(ErrorCode::InvalidBody, "x"),
+            400,
+            "invalid_body",
+        );
+    }
+}
