@@ -63,6 +63,32 @@ pub enum Error {
     /// An I/O error, such as binding the HTTP listener.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The database reported an error (connection, query, constraint, ...).
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A migration failed; it was rolled back and not recorded, so the next start retries it.
+    #[error("migration {version} ({name}) of {service} failed: {source}")]
+    Migration {
+        /// The service whose migration failed (`ferry-toolkit` for the toolkit's tables).
+        service: String,
+        /// Its version.
+        version: i64,
+        /// Its name.
+        name: String,
+        /// What the database said.
+        source: sqlx::Error,
+    },
+    /// The broker cannot be reached now (the transport retries with backoff).
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The AMQP client reported an error.
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The handler passed to [`crate::sql::inbox::process_once`] failed; its transaction was
+    /// rolled back. Converting this error back into a [`crate::HandlerError`] (with `?` in a
+    /// handler) gives the original error, permanence included.
+    #[error("handler failed: {0}")]
+    Handler(crate::HandlerError),
 }
 
 /// `Result` with the toolkit's [`Error`] as the default error.

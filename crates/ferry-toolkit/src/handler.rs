@@ -120,9 +120,19 @@ impl HandlerError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
     fn from(error: E) -> HandlerError {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(error);
+        // A handler error that travelled through the toolkit (an inbox transaction) comes back
+        // as itself, so `?` keeps it permanent if it was.
+        let boxed = match boxed.downcast::<Error>() {
+            Ok(toolkit) => match *toolkit {
+                Error::Handler(inner) => return inner,
+                other => Box::new(other) as Box<dyn std::error::Error + Send + Sync>,
+            },
+            Err(other) => other,
+        };
         HandlerError {
-            message: error.to_string(),
-            source: Some(Box::new(error)),
+            message: boxed.to_string(),
+            source: Some(boxed),
             permanent: false,
         }
     }

@@ -29,6 +29,7 @@
 //! callbacks block there, never on the runtime); partition workers, retries and handlers are
 //! tokio tasks. See `kafka/consumer.rs`.
 
+pub mod amqp;
 pub mod dlq;
 mod envelope;
 mod error;
@@ -40,6 +41,7 @@ mod publisher;
 mod request;
 mod retry;
 mod router;
+pub mod sql;
 mod traceparent;
 mod transport;
 
@@ -51,7 +53,9 @@ pub use request::{RequestError, Requester};
 pub use retry::RetryPolicy;
 pub use router::Router;
 pub use traceparent::{InvalidTraceParent, TraceParent};
-pub use transport::{IncomingMessage, OutgoingMessage, Receipt, SendError, Sender};
+pub use transport::{
+    IncomingMessage, OutgoingMessage, Receipt, SendError, Sender, TransportFeatures,
+};
 
 /// Re-exported so handlers can use `#[async_trait]` without adding the dependency.
 pub use async_trait::async_trait;

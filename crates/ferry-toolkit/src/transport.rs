@@ -118,6 +118,22 @@ pub trait Sender: Send + Sync + fmt::Debug + 'static {
     async fn send(&self, message: OutgoingMessage) -> Result<Receipt, SendError>;
 }
 
+/// What a transport adapter guarantees (`crate::kafka::FEATURES`, `crate::amqp::FEATURES`),
+/// for choosing one and for the conformance suite that checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportFeatures {
+    /// A key's messages are handled in the order they were published.
+    pub ordered_per_key: bool,
+    /// ... but only while a single consumer reads the queue holding the key (AMQP); Kafka
+    /// assigns each partition to one group member, so it needs no such care.
+    pub ordered_only_with_one_consumer: bool,
+    /// Acknowledged messages survive a broker restart.
+    pub persistent: bool,
+    /// Each consumer group receives every message of a topic (Kafka); otherwise routers that
+    /// subscribe to one topic share its messages (AMQP competing consumers).
+    pub each_group_gets_every_message: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

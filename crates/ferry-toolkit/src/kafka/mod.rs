@@ -35,6 +35,17 @@ use crate::error::{Error, Result};
 use crate::ops::Check;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
+use crate::transport::TransportFeatures;
+
+/// What the Kafka adapter guarantees: order per key (a key maps to one partition, a partition
+/// to one group member at a time), persistence (acks=all on a durable broker), and a copy of
+/// every message for each consumer group.
+pub const FEATURES: TransportFeatures = TransportFeatures {
+    ordered_per_key: true,
+    ordered_only_with_one_consumer: false,
+    persistent: true,
+    each_group_gets_every_message: true,
+};
 
 /// How to reach Kafka, plus librdkafka properties for the clients the toolkit creates.
 #[derive(Debug, Clone)]

@@ -16,6 +16,9 @@
 //! | `ferry_consumer_lag` | topic, partition | messages behind the partition's end (high watermark − next offset) |
 //! | `ferry_messages_published_total` | topic, type | messages published with the typed publisher |
 //! | `ferry_replies_dropped_total` | topic, reason | replies to `unknown` or `expired` requests |
+//! | `ferry_outbox_published_total` | | outbox rows published by the relay |
+//! | `ferry_outbox_publish_failures_total` | | failed outbox publishes (each is retried) |
+//! | `ferry_outbox_delay_seconds` | | histogram of the time from staging a row to its acknowledged publish |
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -42,6 +45,13 @@ pub const PUBLISHED: &str = "ferry_messages_published_total";
 /// Dropped replies.
 pub const REPLIES_DROPPED: &str = "ferry_replies_dropped_total";
 
+/// Outbox rows published.
+pub const OUTBOX_PUBLISHED: &str = "ferry_outbox_published_total";
+/// Failed outbox publishes.
+pub const OUTBOX_FAILED: &str = "ferry_outbox_publish_failures_total";
+/// Staging-to-publish delay of outbox rows.
+pub const OUTBOX_DELAY: &str = "ferry_outbox_delay_seconds";
+
 /// Histogram buckets for handler durations, in seconds: 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -61,6 +71,8 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(HANDLER_DURATION.to_owned()),
                     DURATION_BUCKETS,
                 )
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full(OUTBOX_DELAY.to_owned()), DURATION_BUCKETS)
                 .expect("buckets are not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -119,4 +131,13 @@ pub(crate) fn published(topic: &str, type_name: &str) {
 
 pub(crate) fn reply_dropped(topic: &str, reason: &'static str) {
     counter!(REPLIES_DROPPED, "topic" => topic.to_owned(), "reason" => reason).increment(1);
+}
+
+pub(crate) fn outbox_published(delay: Duration) {
+    counter!(OUTBOX_PUBLISHED).increment(1);
+    histogram!(OUTBOX_DELAY).record(delay.as_secs_f64());
+}
+
+pub(crate) fn outbox_failed() {
+    counter!(OUTBOX_FAILED).increment(1);
 }

@@ -5,6 +5,8 @@
 //! broker shared would fire its session timeouts and fetch waits at will.
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,258 @@
+//! The producer service: validates course changes, stores them, and stages their messages in
+//! the outbox in the same transaction.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{post, put};
+use ferry_contracts::courses::{CourseMessage, Method, TOPIC};
+use ferry_service::{ApiError, ApiJson, ServiceConfig, ServiceHandle};
+use ferry_toolkit::kafka::KafkaConfig;
+use ferry_toolkit::ops::Health;
+use ferry_toolkit::sql::Database;
+use ferry_toolkit::sql::outbox::{self, Relay, RelayWaker};
+use ferry_toolkit::{Envelope, Publisher};
+use serde::Deserialize;
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::{Course, Error};
+
+const SERVICE: &str = "courses-producer";
+
+// Booleans are INTEGER 0/1: sqlx's Any driver maps no boolean type on SQLite.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "courses",
+    "CREATE TABLE courses (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        code TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX courses_live_code ON courses (code) WHERE deleted = 0",
+)];
+
+#[derive(Clone)]
+struct AppState {
+    db: Database,
+    relay: RelayWaker,
+}
+
+/// A new course. `active` defaults to true.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct NewCourse {
+    name: Option<String>,
+    code: Option<String>,
+    active: Option<bool>,
+}
+
+/// A change: fields left out keep their value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct CourseChange {
+    name: Option<String>,
+    code: Option<String>,
+    active: Option<bool>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(create, update, delete),
+    components(schemas(NewCourse, CourseChange, Course))
+)]
+struct Api;
+
+/// Start the producer: database, outbox relay, HTTP.
+pub async fn start(
+    config: ServiceConfig,
+    shutdown: CancellationToken,
+) -> Result<ServiceHandle, Error> {
+    let db = Database::connect(&config.database_url_for(SERVICE)).await?;
+    db.migrate(SERVICE, MIGRATIONS).await?;
+    let publisher = Publisher::kafka(&KafkaConfig::new(&config.brokers))?;
+    let relay = Relay::start(db.clone(), publisher);
+    let state = AppState {
+        db,
+        relay: relay.waker(),
+    };
+    let app = axum::Router::new()
+        .route("/api/v1/courses", post(create))
+        .route("/api/v1/courses/{id}", put(update).delete(delete))
+        .with_state(state);
+    let handle = ferry_service::serve(
+        SERVICE,
+        &config,
+        app,
+        Health::new(),
+        Api::openapi(),
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        relay.shutdown().await;
+    });
+    Ok(handle)
+}
+
+/// A required, non-blank text field.
+fn required(field: &str, value: Option<String>) -> Result<String, ApiError> {
+    match value.map(|v| v.trim().to_owned()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ApiError::invalid_field(format!("{field} is required"))),
+    }
+}
+
+fn db_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e)
+}
+
+/// Whether another live course already has `code`.
+async fn code_taken(
+    tx: &mut sqlx::AnyConnection,
+    code: &str,
+    except: &str,
+) -> Result<bool, ApiError> {
+    let row = sqlx::query("SELECT 1 FROM courses WHERE code = $1 AND deleted = 0 AND id <> $2")
+        .bind(code)
+        .bind(except)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    Ok(row.is_some())
+}
+
+/// Store the course's state and stage its message, then commit and wake the relay.
+async fn save(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    course: &Course,
+    method: Method,
+) -> Result<(), ApiError> {
+    let message = CourseMessage {
+        id: course.id.clone(),
+        name: course.name.clone(),
+        code: course.code.clone(),
+        active: course.active,
+        method,
+    };
+    outbox::enqueue(&mut tx, TOPIC, &message, &Envelope::new::<CourseMessage>())
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    state.relay.notify();
+    Ok(())
+}
+
+/// Two concurrent creates with one code: the unique index decides, and the loser gets a 409.
+fn unique_violation(e: sqlx::Error, code: &str) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            ApiError::conflict(format!("a course with code {code:?} exists"))
+        }
+        _ => db_error(e),
+    }
+}
+
+/// Create a course.
+#[utoipa::path(post, path = "/api/v1/courses", request_body = NewCourse,
+    responses((status = 201, body = Course), (status = 409, description = "code taken"), (status = 422, description = "name or code missing")))]
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewCourse>,
+) -> Result<(StatusCode, ApiJson<Course>), ApiError> {
+    let course = Course {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: required("name", new.name)?,
+        code: required("code", new.code)?,
+        active: new.active.unwrap_or(true),
+    };
+    let mut tx = state.db.begin().await.map_err(db_error)?;
+    if code_taken(&mut tx, &course.code, &course.id).await? {
+        return Err(ApiError::conflict(format!(
+            "a course with code {:?} exists",
+            course.code
+        )));
+    }
+    sqlx::query("INSERT INTO courses (id, name, code, active, deleted) VALUES ($1, $2, $3, $4, 0)")
+        .bind(&course.id)
+        .bind(&course.name)
+        .bind(&course.code)
+        .bind(i64::from(course.active))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, &course.code))?;
+    save(&state, tx, &course, Method::Post).await?;
+    Ok((StatusCode::CREATED, ApiJson(course)))
+}
+
+async fn load(tx: &mut sqlx::AnyConnection, id: &str) -> Result<Course, ApiError> {
+    let row =
+        sqlx::query("SELECT id, name, code, active FROM courses WHERE id = $1 AND deleted = 0")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::not_found(format!("course {id}")))?;
+    Ok(Course {
+        id: row.get("id"),
+        name: row.get("name"),
+        code: row.get("code"),
+        active: row.get::<i64, _>("active") != 0,
+    })
+}
+
+/// Change a course.
+#[utoipa::path(put, path = "/api/v1/courses/{id}", request_body = CourseChange,
+    responses((status = 200, body = Course), (status = 404), (status = 409), (status = 422)))]
+async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(change): ApiJson<CourseChange>,
+) -> Result<ApiJson<Course>, ApiError> {
+    let mut tx = state.db.begin().await.map_err(db_error)?;
+    let mut course = load(&mut tx, &id).await?;
+    if let Some(name) = change.name {
+        course.name = required("name", Some(name))?;
+    }
+    if let Some(code) = change.code {
+        course.code = required("code", Some(code))?;
+        if code_taken(&mut tx, &course.code, &id).await? {
+            return Err(ApiError::conflict(format!(
+                "a course with code {:?} exists",
+                course.code
+            )));
+        }
+    }
+    if let Some(active) = change.active {
+        course.active = active;
+    }
+    sqlx::query("UPDATE courses SET name = $1, code = $2, active = $3 WHERE id = $4")
+        .bind(&course.name)
+        .bind(&course.code)
+        .bind(i64::from(course.active))
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, &course.code))?;
+    save(&state, tx, &course, Method::Put).await?;
+    Ok(ApiJson(course))
+}
+
+/// Delete a course.
+#[utoipa::path(delete, path = "/api/v1/courses/{id}", responses((status = 204), (status = 404)))]
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = state.db.begin().await.map_err(db_error)?;
+    let course = load(&mut tx, &id).await?;
+    sqlx::query("UPDATE courses SET deleted = 1 WHERE id = $1")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    save(&state, tx, &course, Method::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
