@@ -77,7 +77,10 @@ pub fn describe(
                         .map(|k| k.iter().map(|s| s.to_string()).collect::<Vec<_>>());
                     let configs = entries
                         .into_iter()
-                        .filter(|(k, _, _)| keys.as_ref().is_none_or(|keys| keys.contains(k)))
+                        .filter(|(k, _, _)| {
+                            keys.as_ref()
+                                .is_none_or(|keys| keys.is_empty() || keys.contains(k))
+                        })
                         .map(|(k, v, source)| {
                             DescribeConfigsResourceResult::default()
                                 .with_name(str_bytes(k))

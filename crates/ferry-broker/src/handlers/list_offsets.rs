@@ -16,7 +16,9 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // The leader epoch exists from v4 on; the codec refuses to encode it for older versions.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
         .topics
         .into_iter()
@@ -46,7 +48,7 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> L
                         Ok(Some((offset, timestamp))) => resp
                             .with_offset(offset)
                             .with_timestamp(timestamp)
-                            .with_leader_epoch(0),
+                            .with_leader_epoch(leader_epoch),
                         // No record at or after that time: Kafka answers offset -1.
                         Ok(None) => resp.with_offset(-1).with_timestamp(-1),
                         Err(e) => resp.with_error_code(error_code(&e)),

@@ -70,7 +70,8 @@ fn describe(topic: &ferry_log::Topic, version: i16) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(i)
                 .with_leader_id(BrokerId(NODE_ID))
-                .with_leader_epoch(0)
+                // Leader epochs exist from v7 on; older versions must leave the default.
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
                 .with_replica_nodes(vec![BrokerId(NODE_ID)])
                 .with_isr_nodes(vec![BrokerId(NODE_ID)])
         })

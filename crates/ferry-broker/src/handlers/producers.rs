@@ -13,7 +13,11 @@ pub fn init_producer_id(shared: &Arc<Shared>, req: InitProducerIdRequest) -> Rep
     let shared = shared.clone();
     Box::pin(async move {
         let resp = InitProducerIdResponse::default();
-        if req.transactional_id.is_some() {
+        if req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+        {
             return Some(
                 resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
                     .into(),
