@@ -5,3 +5,5 @@
 //! **Architecture invariant:** services depend on this crate, never on each other.
 
 pub mod courses;
+pub mod orders;
+pub mod users;

@@ -81,6 +81,9 @@ pub enum Error {
     /// The broker cannot be reached now (the transport retries with backoff).
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker refused a message (a publisher nack, or no queue took it).
+    #[error("rejected by the broker: {0}")]
+    Rejected(String),
     /// The AMQP client reported an error.
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),

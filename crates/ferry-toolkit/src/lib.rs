@@ -1,5 +1,5 @@
-//! Ferry's service toolkit: what a Rust service needs to exchange messages over Kafka without
-//! losing or double-applying one.
+//! Ferry's service toolkit: what a Rust service needs to exchange messages over Kafka or AMQP
+//! without losing or double-applying one.
 //!
 //! The model:
 //! - Every message is a typed [`Message`] (a serde type with a stable type name and an entity
@@ -20,14 +20,21 @@
 //! - [`Requester`] does request/reply with correlation ids over a reply topic.
 //! - [`ops`] has `/health`, `/ready` and Prometheus `/metrics` for the service's HTTP server;
 //!   each message is handled inside a `tracing` span carrying its ids and trace.
+//! - [`sql`] is storage on `sqlx` (SQLite by default, PostgreSQL to scale out) with
+//!   migrations, the transactional outbox ([`sql::outbox`]: stage messages in the state
+//!   change's transaction, a relay publishes them in order per key) and the idempotent inbox
+//!   ([`sql::inbox`]: a message's effects and its "processed" record commit together).
 //!
-//! Only the [`kafka`] module knows Kafka: envelope, handlers, retries, dead-letter decisions
-//! and request matching work on the transport-neutral [`IncomingMessage`] and [`Sender`], so
-//! another transport plugs in under the same router and handler API.
+//! Only adapters touch the outside: [`kafka`] (Kafka protocol, librdkafka), [`amqp`]
+//! (RabbitMQ, lapin) and [`sql`]. Envelope, handlers, retries, dead-letter decisions, request
+//! matching and the outbox relay work on the transport-neutral [`IncomingMessage`] and
+//! [`Sender`], so both transports run the same router and handler API; each says what it
+//! guarantees in a [`TransportFeatures`] (`kafka::FEATURES`, `amqp::FEATURES`).
 //!
 //! Threads: the router's Kafka consumer is polled on one OS thread per router (rebalance
-//! callbacks block there, never on the runtime); partition workers, retries and handlers are
-//! tokio tasks. See `kafka/consumer.rs`.
+//! callbacks block there, never on the runtime); partition workers, AMQP queue workers,
+//! retries, handlers and the outbox relay are tokio tasks. See `kafka/consumer.rs`,
+//! `amqp/consumer.rs` and `sql/outbox/relay.rs`.
 
 pub mod amqp;
 pub mod dlq;

@@ -174,7 +174,13 @@ async fn crash_between_commit_and_publish_loses_nothing(f: &StoreFeatures) -> an
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<_, sqlx::Error>>()?;
     let unsent = outbox::pending(&store.db).await?;
-    let before = read_topic(&broker.bootstrap(), &topic, committed.len(), Duration::from_secs(3)).await;
+    let before = read_topic(
+        &broker.bootstrap(),
+        &topic,
+        committed.len(),
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(committed.len() >= KILL_AFTER);
     assert!(unsent > 0, "the kill landed between commit and publish");
     assert!(!before.is_empty(), "the child's relay had published some");
@@ -198,7 +204,13 @@ async fn crash_between_commit_and_publish_loses_nothing(f: &StoreFeatures) -> an
 
     // Every committed command's event is there, once after de-duplication by message id (a
     // row published and not yet marked when the child died goes out twice), in order per key.
-    let messages = read_topic(&broker.bootstrap(), &topic, usize::MAX, Duration::from_secs(5)).await;
+    let messages = read_topic(
+        &broker.bootstrap(),
+        &topic,
+        usize::MAX,
+        Duration::from_secs(5),
+    )
+    .await;
     let mut seen = std::collections::HashSet::new();
     let mut got: std::collections::HashMap<String, Vec<i64>> = Default::default();
     for m in &messages {

@@ -170,7 +170,10 @@ pub(crate) fn to_table(headers: &Headers, key: Option<&[u8]>) -> FieldTable {
         table.insert(name.into(), AMQPValue::LongString(value.to_vec().into()));
     }
     if let Some(key) = key {
-        table.insert(KEY_HEADER.into(), AMQPValue::LongString(key.to_vec().into()));
+        table.insert(
+            KEY_HEADER.into(),
+            AMQPValue::LongString(key.to_vec().into()),
+        );
     }
     table
 }

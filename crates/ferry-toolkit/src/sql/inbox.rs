@@ -128,7 +128,7 @@ pub async fn prune(db: &Database, older_than: Duration) -> Result<u64> {
                 (SELECT consumer_group, message_id FROM ferry_inbox WHERE processed_at < $1 LIMIT 1000)",
         )
         .bind(horizon)
-        .execute(db.pool())
+        .execute(db.writer())
         .await?
         .rows_affected();
         deleted += n;

@@ -5,6 +5,7 @@
 //! broker shared would fire its session timeouts and fetch waits at will.
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod stores;
 
 use std::net::SocketAddr;

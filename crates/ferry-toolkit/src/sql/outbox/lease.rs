@@ -69,7 +69,7 @@ impl Lease {
             .bind(&self.name)
             .bind(&self.owner)
             .bind(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await;
         let held = match held {
             Ok(result) => result.rows_affected() == 1,
@@ -118,7 +118,7 @@ impl Lease {
         let released = sqlx::query("DELETE FROM ferry_leases WHERE name = $1 AND owner = $2")
             .bind(&self.name)
             .bind(&self.owner)
-            .execute(self.db.pool())
+            .execute(self.db.writer())
             .await;
         match released {
             Ok(_) => tracing::info!(lease = %self.name, "outbox relay lease released"),

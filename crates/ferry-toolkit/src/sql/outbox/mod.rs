@@ -27,6 +27,7 @@
 //! when it was sent, and the failed attempts with the last error.
 
 mod lease;
+mod listen;
 mod relay;
 
 use sqlx::AnyConnection;
@@ -169,7 +170,7 @@ pub async fn prune_sent(db: &super::Database, older_than: std::time::Duration) -
                 (SELECT id FROM ferry_outbox WHERE sent_at IS NOT NULL AND sent_at < $1 LIMIT 1000)",
         )
         .bind(horizon)
-        .execute(db.pool())
+        .execute(db.writer())
         .await?
         .rows_affected();
         deleted += n;

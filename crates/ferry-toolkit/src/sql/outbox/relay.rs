@@ -27,15 +27,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::Row;
 use super::lease::Lease;
-use super::{CHANNEL, Row};
+use super::listen::Listener;
 use crate::error::Result;
 use crate::ops::metrics;
 use crate::publisher::Publisher;
@@ -450,8 +450,8 @@ async fn publish_batch(
             }
         }
     }
-    // Dropping `publishing` above (on a timeout) releases its clone of `results`.
-    drop(publishing);
+    // On a timeout the unfinished publishes are dropped with `publishing` when this returns;
+    // only the keys that finished are reported (and marked).
     let mut results = results.lock();
     std::mem::take(&mut *results)
 }
@@ -497,7 +497,7 @@ async fn mark_sent(db: &Database, ids: &[i64], delete: bool) {
         for id in chunk {
             query = query.bind(*id);
         }
-        if let Err(e) = query.execute(db.pool()).await {
+        if let Err(e) = query.execute(db.writer()).await {
             tracing::error!(error = %e, rows = chunk.len(), "cannot mark outbox rows sent; they will be published again");
         }
     }
@@ -509,7 +509,7 @@ async fn record_failure(db: &Database, id: i64, error: &str) {
     )
     .bind(id)
     .bind(error)
-    .execute(db.pool())
+    .execute(db.writer())
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "cannot record an outbox publish failure");
@@ -521,60 +521,5 @@ async fn prune(db: &Database, retain: Duration) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(rows = n, "pruned sent outbox rows"),
         Err(e) => tracing::warn!(error = %e, "cannot prune sent outbox rows"),
-    }
-}
-
-/// PostgreSQL `LISTEN` on the outbox channel, so rows staged by other processes wake the relay
-/// at once. Reconnects on the next wait after an error; on SQLite it never fires.
-struct Listener {
-    url: Option<String>,
-    listener: Option<PgListener>,
-    retry_at: Option<Instant>,
-}
-
-impl Listener {
-    async fn new(db: &Database) -> Listener {
-        let mut listener = Listener {
-            url: db.url().filter(|_| db.is_postgres()).map(str::to_owned),
-            listener: None,
-            retry_at: None,
-        };
-        listener.connect().await;
-        listener
-    }
-
-    async fn connect(&mut self) {
-        let Some(url) = &self.url else { return };
-        let listening = async {
-            let mut listener = PgListener::connect(url).await?;
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match listening.await {
-            Ok(listener) => self.listener = Some(listener),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for outbox notifications; polling only");
-                self.retry_at = Some(Instant::now() + Duration::from_secs(10));
-            }
-        }
-    }
-
-    /// Resolves on a notification; never, while not listening.
-    async fn notified(&mut self) {
-        if self.listener.is_none() && self.retry_at.is_some_and(|at| at <= Instant::now()) {
-            self.retry_at = None;
-            self.connect().await;
-        }
-        match &mut self.listener {
-            Some(listener) => match listener.recv().await {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox notifications interrupted; polling meanwhile");
-                    self.listener = None;
-                    self.retry_at = Some(Instant::now() + Duration::from_secs(10));
-                }
-            },
-            None => std::future::pending().await,
-        }
     }
 }

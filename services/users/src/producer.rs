@@ -1,0 +1,203 @@
+//! The producer service: queues work items on `tasks` and sign-up requests on `user_tasks`,
+//! each through the outbox, so an answer means the message will be delivered.
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHasher, SaltString};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use ferry_contracts::users::{TASKS, Task, USER_TASKS, UserRequested};
+use ferry_service::{ApiError, ApiJson, ErrorCode, ServiceConfig, ServiceHandle};
+use ferry_toolkit::ops::Health;
+use ferry_toolkit::sql::Database;
+use ferry_toolkit::sql::outbox::{self, Relay, RelayWaker};
+use ferry_toolkit::{Envelope, Message};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use crate::transport::Transport;
+use crate::{Error, validate};
+
+const SERVICE: &str = "users-producer";
+
+/// The producer's own state is its outbox, which the toolkit's migrations create.
+const MIGRATIONS: &[(i64, &str, &str)] = &[];
+
+/// The work item `GET /` queues, as in the original.
+const DEFAULT_TASK: &str = "something to do";
+
+#[derive(Clone)]
+struct AppState {
+    db: Database,
+    relay: RelayWaker,
+}
+
+/// A sign-up request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct NewUser {
+    /// Required, not blank.
+    name: Option<String>,
+    /// Required, a valid address; unique (compared lower-cased).
+    email: Option<String>,
+    /// Required, not empty. Only its argon2 hash leaves this service.
+    password: Option<String>,
+}
+
+/// `GET /send?msg=…`
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct SendParams {
+    /// The text to queue.
+    msg: Option<String>,
+}
+
+/// The answer to a queued work item.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Queued {
+    /// "Message sent to queue!", as in the original.
+    message: &'static str,
+    /// The task's id.
+    task_id: String,
+}
+
+/// The answer to a queued sign-up: look its outcome up on the consumer at `/tasks/{taskId}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Accepted {
+    /// "User data sent to queue!", as in the original.
+    message: &'static str,
+    /// The id to look the outcome up by.
+    task_id: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(send_default, send, create_user),
+    components(schemas(NewUser, Queued, Accepted))
+)]
+struct Api;
+
+/// Start the producer: database (the outbox), relay, HTTP.
+pub async fn start(
+    config: ServiceConfig,
+    shutdown: CancellationToken,
+) -> Result<ServiceHandle, Error> {
+    let db = Database::connect(&config.database_url_for(SERVICE)).await?;
+    db.migrate(SERVICE, MIGRATIONS).await?;
+    let publisher = Transport::of(&config).publisher()?;
+    let relay = Relay::start(db.clone(), publisher);
+    let state = AppState {
+        db,
+        relay: relay.waker(),
+    };
+    let app = axum::Router::new()
+        .route("/", get(send_default))
+        .route("/send", get(send))
+        .route("/user", post(create_user))
+        .with_state(state);
+    let handle = ferry_service::serve(
+        SERVICE,
+        &config,
+        app,
+        Health::new(),
+        Api::openapi(),
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        relay.shutdown().await;
+    });
+    Ok(handle)
+}
+
+/// Stages one message in its own transaction and wakes the relay.
+async fn stage<M: Message>(state: &AppState, topic: &str, message: &M) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
+    outbox::enqueue(&mut tx, topic, message, &Envelope::new::<M>())
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    state.relay.notify();
+    Ok(())
+}
+
+async fn queue_task(state: &AppState, text: String) -> Result<ApiJson<Queued>, ApiError> {
+    let task = Task {
+        id: uuid::Uuid::now_v7().to_string(),
+        message: text,
+    };
+    stage(state, TASKS, &task).await?;
+    Ok(ApiJson(Queued {
+        message: "Message sent to queue!",
+        task_id: task.id,
+    }))
+}
+
+/// Queue "something to do" on `tasks`.
+#[utoipa::path(get, path = "/", responses((status = 200, body = Queued)))]
+async fn send_default(State(state): State<AppState>) -> Result<ApiJson<Queued>, ApiError> {
+    queue_task(&state, DEFAULT_TASK.to_owned()).await
+}
+
+/// Queue `msg` on `tasks`.
+#[utoipa::path(get, path = "/send", params(SendParams),
+    responses((status = 200, body = Queued), (status = 422, description = "msg missing or blank")))]
+async fn send(
+    State(state): State<AppState>,
+    params: Result<Query<SendParams>, QueryRejection>,
+) -> Result<ApiJson<Queued>, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e.body_text()))?;
+    match params.msg {
+        Some(msg) if !msg.trim().is_empty() => queue_task(&state, msg).await,
+        _ => Err(ApiError::invalid_field("msg is required")),
+    }
+}
+
+/// Hashes a password with argon2id (the crate's defaults: 19 MiB, 2 passes) and a random salt,
+/// off the async threads: it takes tens of milliseconds by design.
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
+}
+
+/// Queue a sign-up on `user_tasks`. The outcome (created, or rejected with the reason) appears
+/// on the consumer at `/tasks/{taskId}`.
+#[utoipa::path(post, path = "/user", request_body = NewUser,
+    responses((status = 202, body = Accepted), (status = 400, description = "not a JSON object"),
+        (status = 422, description = "name, email or password invalid")))]
+async fn create_user(
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewUser>,
+) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
+    let name = validate::name(new.name.as_deref()).map_err(ApiError::invalid_field)?;
+    let email = validate::email(new.email.as_deref()).map_err(ApiError::invalid_field)?;
+    let password = validate::password(new.password.as_deref())
+        .map_err(ApiError::invalid_field)?
+        .to_owned();
+    let request = UserRequested {
+        task_id: uuid::Uuid::now_v7().to_string(),
+        name,
+        email,
+        password_hash: hash_password(password).await?,
+    };
+    stage(&state, USER_TASKS, &request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(Accepted {
+            message: "User data sent to queue!",
+            task_id: request.task_id,
+        }),
+    ))
+}
