@@ -187,6 +187,7 @@ conformance!(
     concurrent_deliveries_of_one_message_apply_it_once,
     failed_handler_rolls_back_its_claim_and_keeps_its_error,
     prune_forgets_only_old_inbox_records,
+    each_service_gets_a_database_of_its_own,
 );
 
 async fn migrations_apply_once_when_two_processes_start_together(
@@ -637,5 +638,42 @@ async fn prune_forgets_only_old_inbox_records(f: &StoreFeatures) -> anyhow::Resu
     assert!(!inbox::is_processed(db, "g", old).await?);
     assert!(inbox::is_processed(db, "g", fresh).await?);
     assert_eq!(inbox::prune(db, Duration::from_secs(3600)).await?, 0);
+    Ok(())
+}
+
+async fn each_service_gets_a_database_of_its_own(f: &StoreFeatures) -> anyhow::Result<()> {
+    let Some(store) = TestStore::open(f).await else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let url = (f.name == "postgres").then_some(store.url.as_str());
+    // Unique service names, so parallel runs on one PostgreSQL do not meet.
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let (a, b) = (format!("svc-a-{suffix}"), format!("svc-b-{suffix}"));
+    let first = Database::for_service(url, dir.path(), &a).await?;
+    let second = Database::for_service(url, dir.path(), &b).await?;
+    first.migrate(&a, MIGRATIONS).await?;
+    second.migrate(&b, MIGRATIONS).await?;
+    command(&first, "t", "only-in-a", 0).await?;
+    let in_b: i64 = sqlx::query("SELECT COUNT(*) FROM commands")
+        .fetch_one(second.pool())
+        .await?
+        .try_get(0)?;
+    assert_eq!(
+        in_b, 0,
+        "the second service does not see the first one's rows"
+    );
+    if url.is_none() {
+        assert!(dir.path().join(format!("{a}.db")).exists());
+    } else {
+        for service in [&a, &b] {
+            let schema = service.replace('-', "_");
+            sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .execute(store.db.pool())
+                .await?;
+        }
+    }
+    first.close().await;
+    second.close().await;
     Ok(())
 }

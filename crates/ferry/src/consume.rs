@@ -1,7 +1,7 @@
 //! `ferry consume TOPIC`: print message values, one per line.
 //!
-//! The consumer has no group (consumer groups are not in the broker yet, and a tool should not move a group's
-//! offsets anyway): it assigns itself all partitions, or the one asked for, and commits nothing.
+//! The consumer joins no group (a tool should not move a group's offsets): it assigns itself all partitions, or
+//! the one asked for, and commits nothing.
 
 use std::collections::HashSet;
 use std::io::{self, BufWriter, Write};
@@ -44,23 +44,36 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
 fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
     let brokers = &args.brokers.brokers;
     let mut config = kafka::client_config(brokers);
-    config.set("enable.auto.commit", "false").set("enable.partition.eof", if args.exit { "true" } else { "false" });
+    config.set("enable.partition.eof", args.exit.to_string());
     let consumer = kafka::plain_consumer(&config)?;
 
     let partitions = match args.partition {
         Some(p) => {
             let all = kafka::partitions_of(consumer.client(), brokers, &args.topic)?;
-            anyhow::ensure!(all.contains(&p), "topic {} has no partition {p} (it has {})", args.topic, all.len());
+            anyhow::ensure!(
+                all.contains(&p),
+                "topic {} has no partition {p} (it has {})",
+                args.topic,
+                all.len()
+            );
             vec![p]
         }
         None => kafka::partitions_of(consumer.client(), brokers, &args.topic)?,
     };
-    let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
     let mut assignment = TopicPartitionList::new();
     for &p in &partitions {
-        assignment.add_partition_offset(&args.topic, p, start).context("bad partition")?;
+        assignment
+            .add_partition_offset(&args.topic, p, start)
+            .context("bad partition")?;
     }
-    consumer.assign(&assignment).context("cannot assign partitions")?;
+    consumer
+        .assign(&assignment)
+        .context("cannot assign partitions")?;
 
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut at_end: HashSet<i32> = HashSet::new();

@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
 /// How long a tool waits for the broker to answer a metadata request before giving up.
-pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Args)]
 pub struct BrokersArg {
@@ -76,9 +76,16 @@ impl ClientContext for QuietContext {
 
 impl ConsumerContext for QuietContext {}
 
-/// A consumer with no group: it reads partitions it assigns itself and commits nothing.
+/// A consumer that reads the partitions it assigns itself and commits nothing. librdkafka's `assign` needs a
+/// group id all the same ("Local: Unknown group" otherwise); the group is never joined, so any name will do.
 pub fn plain_consumer(config: &ClientConfig) -> anyhow::Result<BaseConsumer<QuietContext>> {
-    BaseConsumer::from_config_and_context(config, QuietContext).context("cannot create a Kafka consumer")
+    let mut config = config.clone();
+    if config.get("group.id").is_none() {
+        config.set("group.id", "ferry-cli");
+    }
+    config.set("enable.auto.commit", "false");
+    BaseConsumer::from_config_and_context(&config, QuietContext)
+        .context("cannot create a Kafka consumer")
 }
 
 /// Fetches metadata (for one topic, or all), failing with a clear message when the brokers cannot be reached.
@@ -93,7 +100,11 @@ pub fn fetch_metadata<C: ClientContext>(
 }
 
 /// The partition ids of `topic`, in order, or an error saying why there are none.
-pub fn partitions_of<C: ClientContext>(client: &Client<C>, brokers: &str, topic: &str) -> anyhow::Result<Vec<i32>> {
+pub fn partitions_of<C: ClientContext>(
+    client: &Client<C>,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<Vec<i32>> {
     let metadata = fetch_metadata(client, brokers, Some(topic))?;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
         bail!("topic {topic} does not exist");
@@ -120,7 +131,9 @@ pub fn admin_client(brokers: &str) -> anyhow::Result<AdminClient<QuietContext>> 
 }
 
 pub fn admin_options() -> AdminOptions {
-    AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)).operation_timeout(Some(ADMIN_TIMEOUT))
+    AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT))
 }
 
 /// Creates a topic (replication factor 1: the built-in broker is a single node) with configuration entries.
@@ -151,7 +164,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -165,7 +178,13 @@ mod tests {
 
     #[test]
     fn thousands_groups_digits_by_three() {
-        for (n, text) in [(0, "0"), (999, "999"), (1000, "1,000"), (1_234_567, "1,234,567"), (100_000, "100,000")] {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1_234_567, "1,234,567"),
+            (100_000, "100,000"),
+        ] {
             assert_eq!(thousands(n), text);
         }
     }

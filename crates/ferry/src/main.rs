@@ -13,8 +13,10 @@ mod consume;
 mod kafka;
 mod produce;
 mod serve;
+mod services;
 mod topics;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -22,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Event-driven microservices that run with one command.
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about, propagate_version = true)]
+#[command(name = "ferry", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,8 +34,10 @@ struct Cli {
 enum Command {
     /// Run the built-in Kafka-compatible broker until Ctrl-C or SIGTERM.
     Broker(serve::BrokerArgs),
-    /// Start everything (for now: the broker) and print where it listens.
+    /// Start the broker and every service, and print where each listens.
     Up(serve::UpArgs),
+    /// Run one service alone (the deployment shape).
+    Run(services::RunArgs),
     /// List, create and describe topics.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
@@ -48,9 +52,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server logs what it does; a tool or a benchmark shows only warnings, so its own output stays readable.
+    let default_filter = match cli.command {
+        Command::Broker(_) | Command::Up(_) | Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let runtime = match tokio::runtime::Runtime::new() {
@@ -63,19 +75,53 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Many errors already include their cause in their message (librdkafka's
+/// `KafkaError`, thiserror's `"...: {source}"`), so a cause that the line already ends with is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Broker(args) => serve::broker(args).await,
         Command::Up(args) => serve::up(args).await,
+        Command::Run(args) => services::run(args).await,
         Command::Topics(command) => topics::run(command).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Bench(command) => bench::run(command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let error =
+            anyhow::Error::new(io).context("cannot listen on 127.0.0.1:9092: address in use");
+        let error = error.context("cannot start the broker");
+        assert_eq!(
+            one_line(&error),
+            "cannot start the broker: cannot listen on 127.0.0.1:9092: address in use"
+        );
     }
 }

@@ -69,7 +69,10 @@ impl DeliveryCounter {
             }
             Err((error, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                self.first_error.lock().unwrap().get_or_insert_with(|| error.to_string());
+                self.first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| error.to_string());
                 false
             }
         }
@@ -123,7 +126,10 @@ fn produce_stdin(args: &ProduceArgs) -> anyhow::Result<()> {
     let mut config = kafka::client_config(brokers);
     config
         .set("acks", args.acks.as_config())
-        .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        )
         .set("linger.ms", "5");
     let producer: ThreadedProducer<DeliveryCounter> =
         ThreadedProducer::from_config_and_context(&config, DeliveryCounter::default())
@@ -135,7 +141,11 @@ fn produce_stdin(args: &ProduceArgs) -> anyhow::Result<()> {
     let mut sent = 0u64;
     loop {
         line.clear();
-        if stdin.read_until(b'\n', &mut line).context("cannot read stdin")? == 0 {
+        if stdin
+            .read_until(b'\n', &mut line)
+            .context("cannot read stdin")?
+            == 0
+        {
             break;
         }
         if line.last() == Some(&b'\n') {
@@ -156,8 +166,15 @@ fn produce_stdin(args: &ProduceArgs) -> anyhow::Result<()> {
 
     let counter = producer.context();
     let (acknowledged, failed) = (counter.acknowledged(), counter.failed());
-    let what = if args.acks == Acks::None { "sent" } else { "acknowledged" };
-    println!("produced {sent} message(s) to {}: {acknowledged} {what}, {failed} failed", args.topic);
+    let what = if args.acks == Acks::None {
+        "sent"
+    } else {
+        "acknowledged"
+    };
+    println!(
+        "produced {sent} message(s) to {}: {acknowledged} {what}, {failed} failed",
+        args.topic
+    );
     if let Some(error) = counter.first_error() {
         bail!("{failed} of {sent} message(s) failed: {error}");
     }

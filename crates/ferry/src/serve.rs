@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{ArgAction, Args};
 use ferry_broker::{BrokerConfig, BrokerHandle};
+use ferry_service::ServiceConfig;
+
+use crate::services::Service;
 
 /// The single source of the broker's defaults, shown by `--help`.
 fn defaults() -> BrokerConfig {
@@ -22,7 +25,8 @@ pub struct BrokerArgs {
     #[arg(long, default_value_os_t = defaults().data_dir)]
     data: PathBuf,
     /// Create a topic the first time a client produces to it or asks for it.
-    #[arg(long, default_value_t = defaults().auto_create_topics, action = ArgAction::Set, value_name = "true|false")]
+    #[arg(long, default_value_t = defaults().auto_create_topics, action = ArgAction::Set,
+          value_name = "true|false", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     auto_create_topics: bool,
     /// Partition count of auto-created topics.
     #[arg(long, default_value_t = defaults().default_partitions,
@@ -52,9 +56,15 @@ impl BrokerArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Directory for everything ferry keeps: the broker's logs go to <DATA>/broker.
+    /// Directory for everything ferry keeps: the broker's log under <DATA>/broker, one SQLite file per service.
     #[arg(long, default_value = "./ferry-data")]
     data: PathBuf,
+    /// Use this Kafka-protocol cluster instead of starting the built-in broker.
+    #[arg(long, env = "FERRY_BROKERS")]
+    brokers: Option<String>,
+    /// PostgreSQL URL for every service's tables, instead of SQLite files under --data.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
@@ -68,23 +78,70 @@ pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
-    let config = BrokerConfig {
-        data_dir: args.data.join("broker"),
-        ..defaults()
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let broker = match &args.brokers {
+        Some(_) => None,
+        None => Some(
+            start(BrokerConfig {
+                data_dir: args.data.join("broker"),
+                ..defaults()
+            })
+            .await?,
+        ),
     };
-    let data_dir = config.data_dir.clone();
-    let handle = start(config).await?;
-    let rows = [("SERVICE", "ADDRESS", "NOTES"), ("broker", &*handle.bootstrap_servers(), "Kafka protocol")];
+    let brokers = args.brokers.clone().unwrap_or_else(|| {
+        broker
+            .as_ref()
+            .map(|b| b.bootstrap_servers())
+            .unwrap_or_default()
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut services = Vec::new();
+    for service in Service::ALL {
+        let mut config = ServiceConfig::new(&brokers, &args.data, service.default_port());
+        config.database_url = args.database_url.clone();
+        services.push((service, service.start(config, shutdown.clone()).await?));
+    }
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "ferry is up (data in {}); press Ctrl-C to stop.\n", args.data.display())?;
-    for (service, address, notes) in rows {
-        writeln!(stdout, "  {service:<10} {address:<22} {notes}")?;
+    writeln!(
+        stdout,
+        "ferry is up in {:.1} s (data in {}); press Ctrl-C to stop.\n",
+        started.elapsed().as_secs_f64(),
+        args.data.display()
+    )?;
+    writeln!(stdout, "  {:<18} {:<24} TRY", "SERVICE", "ADDRESS")?;
+    let broker_note = if broker.is_some() {
+        "built-in Kafka-protocol broker"
+    } else {
+        "external Kafka cluster"
+    };
+    writeln!(stdout, "  {:<18} {:<24} {}", "broker", brokers, broker_note)?;
+    for (service, handle) in &services {
+        writeln!(
+            stdout,
+            "  {:<18} {:<24} http://{}{}",
+            service.name(),
+            handle.addr.to_string(),
+            handle.addr,
+            service.example_path()
+        )?;
     }
     writeln!(stdout)?;
     stdout.flush()?;
     drop(stdout);
-    tracing::info!(data = %data_dir.display(), "broker up");
-    run_until_signal(handle).await
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    for (_, handle) in services {
+        let _ = handle.task.await;
+    }
+    if let Some(broker) = broker {
+        broker.shutdown().await.context("broker shutdown")?;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
@@ -114,6 +171,8 @@ pub async fn shutdown_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! `ferry topics list|create|describe`: topic administration over the Kafka protocol.
 
-use std::io::Write;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use rdkafka::admin::ResourceSpecifier;
 use rdkafka::consumer::Consumer;
+use std::io::Write;
 
 use crate::kafka::{self, BrokersArg, METADATA_TIMEOUT};
 
@@ -55,7 +55,9 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 pub async fn run(command: TopicsCommand) -> anyhow::Result<()> {
     match command {
-        TopicsCommand::List(args) => tokio::task::spawn_blocking(move || list(&args.brokers.brokers)).await?,
+        TopicsCommand::List(args) => {
+            tokio::task::spawn_blocking(move || list(&args.brokers.brokers)).await?
+        }
         TopicsCommand::Create(args) => create(args).await,
         TopicsCommand::Describe(args) => describe(args).await,
     }
@@ -64,10 +66,18 @@ pub async fn run(command: TopicsCommand) -> anyhow::Result<()> {
 fn list(brokers: &str) -> anyhow::Result<()> {
     let consumer = kafka::plain_consumer(&kafka::client_config(brokers))?;
     let metadata = kafka::fetch_metadata(consumer.client(), brokers, None)?;
-    let mut topics: Vec<(&str, usize)> =
-        metadata.topics().iter().map(|t| (t.name(), t.partitions().len())).collect();
+    let mut topics: Vec<(&str, usize)> = metadata
+        .topics()
+        .iter()
+        .map(|t| (t.name(), t.partitions().len()))
+        .collect();
     topics.sort_unstable();
-    let width = topics.iter().map(|(name, _)| name.len()).max().unwrap_or(0).max("TOPIC".len());
+    let width = topics
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0)
+        .max("TOPIC".len());
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<width$}  PARTITIONS", "TOPIC")?;
     for (name, partitions) in topics {
@@ -86,7 +96,10 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     })
     .await??;
     kafka::create_topic(&admin, &args.name, args.partitions, &args.configs).await?;
-    println!("created topic {} with {} partition(s)", args.name, args.partitions);
+    println!(
+        "created topic {} with {} partition(s)",
+        args.name, args.partitions
+    );
     Ok(())
 }
 
@@ -130,11 +143,17 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "\n  CONFIG")?;
     for result in results {
-        let resource = result.map_err(|code| anyhow::anyhow!("cannot describe the configuration of {name}: {code}"))?;
+        let resource = result.map_err(|code| {
+            anyhow::anyhow!("cannot describe the configuration of {name}: {code}")
+        })?;
         let mut entries: Vec<_> = resource.entries.iter().collect();
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         for entry in entries {
-            let value = if entry.is_sensitive { "(sensitive)" } else { entry.value.as_deref().unwrap_or("(null)") };
+            let value = if entry.is_sensitive {
+                "(sensitive)"
+            } else {
+                entry.value.as_deref().unwrap_or("(null)")
+            };
             let origin = if entry.is_default { "" } else { "  (set)" };
             writeln!(out, "  {} = {value}{origin}", entry.name)?;
         }

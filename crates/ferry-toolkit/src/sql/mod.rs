@@ -198,6 +198,21 @@ impl Database {
         })
     }
 
+    /// The database of `service`: with `database_url` (`--database-url` / `DATABASE_URL`),
+    /// that PostgreSQL database in a schema named after the service (`-` becomes `_`), so
+    /// services sharing one server never share tables; otherwise the SQLite file
+    /// `<data_dir>/<service>.db`.
+    pub async fn for_service(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        service: &str,
+    ) -> Result<Database> {
+        match database_url.filter(|url| !url.is_empty()) {
+            Some(url) => Database::connect_in_schema(url, &service.replace('-', "_")).await,
+            None => Database::connect(&Database::sqlite_url(data_dir, service)).await,
+        }
+    }
+
     /// The SQLite URL of `<data_dir>/<service>.db`.
     pub fn sqlite_url(data_dir: &Path, service: &str) -> String {
         format!(

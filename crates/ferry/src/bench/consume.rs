@@ -22,10 +22,15 @@ pub struct ConsumeReport {
 }
 
 /// Reads `expected` messages from partitions `0..partitions` of `topic`, starting at the beginning.
-pub fn consume(brokers: &str, topic: &str, partitions: i32, expected: u64) -> anyhow::Result<ConsumeReport> {
+pub fn consume(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: u64,
+) -> anyhow::Result<ConsumeReport> {
     let mut config = kafka::client_config(brokers);
     config
-        .set("enable.auto.commit", "false")
+        .set("group.id", "ferry-bench")
         .set("enable.auto.offset.store", "false")
         // Answer fetches as soon as there is anything; the data is all there, so responses come back full.
         .set("fetch.min.bytes", "1")
@@ -38,33 +43,46 @@ pub fn consume(brokers: &str, topic: &str, partitions: i32, expected: u64) -> an
     let consumer = kafka::plain_consumer(&config)?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).context("bad partition")?;
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .context("bad partition")?;
     }
 
     let mut progress = Progress::new("consume", expected);
     let started = Instant::now();
-    consumer.assign(&assignment).context("cannot assign partitions")?;
+    consumer
+        .assign(&assignment)
+        .context("cannot assign partitions")?;
     let (mut messages, mut payload_bytes) = (0u64, 0u64);
-    let mut last_message = Instant::now();
+    // (messages read, when) at the first empty poll since the count last moved; no clock read per message.
+    let mut idle_since: Option<(u64, Instant)> = None;
     while messages < expected {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 messages += 1;
                 payload_bytes += message.payload_len() as u64;
-                last_message = Instant::now();
-                if messages % 65_536 == 0 {
+                if messages.is_multiple_of(65_536) {
                     progress.update(messages);
                 }
             }
             Some(Err(e)) => return Err(e).context("consume failed"),
-            None => {
-                if last_message.elapsed() > STALL_TIMEOUT {
-                    bail!("consumer stalled: {messages} of {expected} messages after {:?} without progress", STALL_TIMEOUT);
+            None => match idle_since {
+                Some((count, since)) if count == messages => {
+                    if since.elapsed() > STALL_TIMEOUT {
+                        bail!(
+                            "consumer stalled: {messages} of {expected} messages, none for {STALL_TIMEOUT:?}"
+                        );
+                    }
                 }
-            }
+                _ => idle_since = Some((messages, Instant::now())),
+            },
         }
     }
     let elapsed = started.elapsed();
     progress.finish();
-    Ok(ConsumeReport { messages, payload_bytes, elapsed })
+    Ok(ConsumeReport {
+        messages,
+        payload_bytes,
+        elapsed,
+    })
 }

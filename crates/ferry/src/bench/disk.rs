@@ -4,7 +4,8 @@
 //! file (in the directory the broker would use, hence on its filesystem) and call `fdatasync` after **every**
 //! block. That is what a broker with group commit does at best under a steady acks=all load: append about a
 //! megabyte of batches, make it durable, answer, repeat. The file grows as it is written (no preallocation),
-//! like a log segment. 1 MB here is 10^6 bytes.
+//! like a log segment. The measurement runs several times and reports the median, because a virtual disk's
+//! figure can vary threefold between runs. 1 MB here is 10^6 bytes.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,44 +16,78 @@ use anyhow::Context;
 /// Bytes written between two fdatasync calls.
 pub const BLOCK_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy)]
+/// One or more timed runs of the same measurement.
+#[derive(Debug, Clone)]
 pub struct DiskReport {
-    pub bytes: u64,
-    pub syncs: u64,
-    pub elapsed: Duration,
+    /// MiB written per run.
+    pub mib: u64,
+    /// Each run's time, in the order they ran.
+    pub runs: Vec<Duration>,
 }
 
 impl DiskReport {
-    /// Megabytes (10^6 bytes) per second.
+    fn mb_per_s_of(&self, elapsed: Duration) -> f64 {
+        (self.mib * BLOCK_BYTES as u64) as f64 / 1e6 / elapsed.as_secs_f64()
+    }
+
+    /// Each run's bandwidth in megabytes (10^6 bytes) per second, ascending.
+    fn sorted_mb_per_s(&self) -> Vec<f64> {
+        let mut all: Vec<f64> = self.runs.iter().map(|&t| self.mb_per_s_of(t)).collect();
+        all.sort_by(f64::total_cmp);
+        all
+    }
+
+    /// The median run's bandwidth in megabytes (10^6 bytes) per second.
     pub fn mb_per_s(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+        let all = self.sorted_mb_per_s();
+        all[all.len() / 2]
     }
 }
 
 impl std::fmt::Display for DiskReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all = self.sorted_mb_per_s();
+        write!(f, "{:.1} MB/s fsynced sequential writes", self.mb_per_s())?;
+        if all.len() > 1 {
+            write!(
+                f,
+                " (median of {} runs, min {:.1}, max {:.1})",
+                all.len(),
+                all[0],
+                all[all.len() - 1]
+            )?;
+        }
         write!(
             f,
-            "{:.1} MB/s fsynced sequential writes ({} MiB in 1 MiB blocks, fdatasync after each, {:.0} fsyncs/s, {:.2} s)",
-            self.mb_per_s(),
-            self.bytes >> 20,
-            self.syncs as f64 / self.elapsed.as_secs_f64(),
-            self.elapsed.as_secs_f64(),
+            "; {} MiB per run in 1 MiB blocks, fdatasync after each",
+            self.mib
         )
     }
 }
 
-/// Writes `mib` MiB to an unnamed temporary file in `dir`, fdatasync after each 1 MiB block.
-pub fn measure(dir: &Path, mib: u64) -> anyhow::Result<DiskReport> {
-    anyhow::ensure!(mib > 0, "--mb must be at least 1");
-    let mut file = tempfile::tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+/// Runs the measurement `runs` times: each writes `mib` MiB to a new unnamed temporary file in `dir`, with an
+/// fdatasync after each 1 MiB block. Virtual disks in particular vary a lot from one run to the next (a host
+/// cache may absorb a whole run), hence the median of several.
+pub fn measure(dir: &Path, mib: u64, runs: usize) -> anyhow::Result<DiskReport> {
+    anyhow::ensure!(
+        mib > 0 && runs > 0,
+        "the disk measurement needs at least 1 MiB and 1 run"
+    );
     // Not all zeros, in case some layer below compresses or deduplicates.
     let block: Vec<u8> = (0..BLOCK_BYTES).map(|i| (i * 7 + i / 4096) as u8).collect();
-    let started = Instant::now();
-    for _ in 0..mib {
-        file.write_all(&block).context("disk write failed")?;
-        file.sync_data().context("fdatasync failed")?;
+    let mut report = DiskReport {
+        mib,
+        runs: Vec::with_capacity(runs),
+    };
+    for _ in 0..runs {
+        let mut file = tempfile::tempfile_in(dir)
+            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+        let started = Instant::now();
+        for _ in 0..mib {
+            file.write_all(&block).context("disk write failed")?;
+            file.sync_data().context("fdatasync failed")?;
+        }
+        report.runs.push(started.elapsed());
     }
-    Ok(DiskReport { bytes: mib * BLOCK_BYTES as u64, syncs: mib, elapsed: started.elapsed() })
+    Ok(report)
 }

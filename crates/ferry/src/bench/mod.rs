@@ -92,11 +92,15 @@ pub struct ProduceBenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// Also measure the disk (as `ferry bench disk`) and print produce MB/s as a share of it.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "true|false")]
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "true|false",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     compare_disk: bool,
-    /// MiB written by the disk measurement.
-    #[arg(long, default_value_t = 256)]
+    /// MiB written by each run of the disk measurement.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     disk_mb: u64,
+    /// Runs of the disk measurement; their median is compared.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    disk_runs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -109,9 +113,12 @@ pub struct ConsumeBenchArgs {
 
 #[derive(Debug, Args)]
 pub struct DiskArgs {
-    /// MiB to write.
-    #[arg(long, default_value_t = 256)]
+    /// MiB written by each run.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     mb: u64,
+    /// How many times to measure; the median is reported, with the spread.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
     /// Directory on the filesystem to measure.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
@@ -122,7 +129,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(args) => bench_produce(args).await,
         BenchCommand::Consume(args) => bench_consume(args).await,
         BenchCommand::Disk(args) => {
-            let report = blocking(move || disk::measure(&args.dir, args.mb)).await?;
+            let report =
+                blocking(move || disk::measure(&args.dir, args.mb, args.runs as usize)).await?;
             println!("disk: {report}");
             Ok(())
         }
@@ -130,14 +138,26 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
-    let ProduceBenchArgs { target, load, rate, compare_disk, disk_mb } = args;
+    let ProduceBenchArgs {
+        target,
+        load,
+        rate,
+        compare_disk,
+        disk_mb,
+        disk_runs,
+    } = args;
     let broker = RunningBroker::start(&target).await?;
-    let rate_text = rate.map(|r| format!(", at {} messages/s", thousands(r))).unwrap_or_default();
-    println!("ferry bench produce: {load}{rate_text}; broker: {}", broker.describe());
+    let rate_text = rate
+        .map(|r| format!(", at {} messages/s", thousands(r)))
+        .unwrap_or_default();
+    println!(
+        "ferry bench produce: {load}{rate_text}; broker: {}",
+        broker.describe()
+    );
 
     let disk = if compare_disk {
         let dir = target.dir.clone();
-        let report = blocking(move || disk::measure(&dir, disk_mb)).await?;
+        let report = blocking(move || disk::measure(&dir, disk_mb, disk_runs as usize)).await?;
         println!("disk:     {report}");
         Some(report)
     } else {
@@ -152,7 +172,8 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
     broker.stop().await?;
     let report = report?;
 
-    let mb_per_s = report.acknowledged as f64 * load.size as f64 / 1e6 / report.elapsed.as_secs_f64();
+    let mb_per_s =
+        report.acknowledged as f64 * load.size as f64 / 1e6 / report.elapsed.as_secs_f64();
     println!(
         "produce:  {} acknowledged, {} failed in {:.2} s: {} messages/s, {:.1} MB/s of payload",
         thousands(report.acknowledged),
@@ -225,31 +246,48 @@ struct RunningBroker {
 impl RunningBroker {
     async fn start(target: &Target) -> anyhow::Result<Self> {
         if let Some(brokers) = &target.brokers {
-            return Ok(Self { brokers: brokers.clone(), embedded: None });
+            return Ok(Self {
+                brokers: brokers.clone(),
+                embedded: None,
+            });
         }
         let dir = tempfile::Builder::new()
             .prefix("ferry-bench-")
             .tempdir_in(&target.dir)
-            .with_context(|| format!("cannot create a data directory in {}", target.dir.display()))?;
+            .with_context(|| {
+                format!("cannot create a data directory in {}", target.dir.display())
+            })?;
         let config = BrokerConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             data_dir: dir.path().to_path_buf(),
             ..BrokerConfig::default()
         };
-        let handle = ferry_broker::start(config).await.context("cannot start the embedded broker")?;
-        Ok(Self { brokers: handle.bootstrap_servers(), embedded: Some((handle, dir)) })
+        let handle = ferry_broker::start(config)
+            .await
+            .context("cannot start the embedded broker")?;
+        Ok(Self {
+            brokers: handle.bootstrap_servers(),
+            embedded: Some((handle, dir)),
+        })
     }
 
     fn describe(&self) -> String {
         match &self.embedded {
-            Some((_, dir)) => format!("embedded at {}, data in {}", self.brokers, dir.path().display()),
+            Some((_, dir)) => format!(
+                "embedded at {}, data in {}",
+                self.brokers,
+                dir.path().display()
+            ),
             None => self.brokers.clone(),
         }
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         if let Some((handle, dir)) = self.embedded {
-            handle.shutdown().await.context("embedded broker shutdown")?;
+            handle
+                .shutdown()
+                .await
+                .context("embedded broker shutdown")?;
             drop(dir);
         }
         Ok(())
@@ -257,7 +295,10 @@ impl RunningBroker {
 }
 
 async fn create_bench_topic(brokers: &str, partitions: i32) -> anyhow::Result<String> {
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let topic = format!("ferry-bench-{millis}");
     let admin = kafka::admin_client(brokers)?;
     kafka::create_topic(&admin, &topic, partitions, &[]).await?;
@@ -265,8 +306,12 @@ async fn create_bench_topic(brokers: &str, partitions: i32) -> anyhow::Result<St
 }
 
 /// Runs blocking work (librdkafka calls, disk writes) off the async workers that serve the embedded broker.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f).await.context("benchmark thread failed")?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("benchmark thread failed")?
 }
 
 /// A progress line on stderr, drawn only when stderr is a terminal and at most five times a second.
@@ -279,11 +324,20 @@ struct Progress {
 
 impl Progress {
     fn new(label: &'static str, total: u64) -> Self {
-        Self { label, total, enabled: std::io::stderr().is_terminal(), last_draw: None }
+        Self {
+            label,
+            total,
+            enabled: std::io::stderr().is_terminal(),
+            last_draw: None,
+        }
     }
 
     fn update(&mut self, done: u64) {
-        if !self.enabled || self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+        if !self.enabled
+            || self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
             return;
         }
         self.last_draw = Some(Instant::now());

@@ -66,7 +66,10 @@ impl ProducerContext for LatencyContext {
     fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
         if self.counter.record(result) {
             let micros = self.now_ns().saturating_sub(sent_ns) as u64 / 1000;
-            self.latency_us.lock().unwrap().saturating_record(micros.max(1));
+            self.latency_us
+                .lock()
+                .unwrap()
+                .saturating_record(micros.max(1));
         }
     }
 }
@@ -79,23 +82,37 @@ fn producer_config(brokers: &str, load: &Load) -> ClientConfig {
         .set("batch.size", load.batch_bytes.to_string())
         // Let batch.size, not the message count or the 1 MB default frame limit, bound a batch.
         .set("batch.num.messages", "1000000")
-        .set("message.max.bytes", (load.batch_bytes + 64 * 1024).max(1_000_000).to_string())
+        .set(
+            "message.max.bytes",
+            (load.batch_bytes + 64 * 1024).max(1_000_000).to_string(),
+        )
         .set("queue.buffering.max.messages", "1000000")
         .set("compression.type", "none")
-        .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string());
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        );
     config
 }
 
 /// Sends `load.messages` messages of `load.size` bytes to `topic` and waits for every delivery report.
 /// With `rate`, sends at that many messages per second instead of as fast as possible.
-pub fn produce(brokers: &str, topic: &str, load: &Load, rate: Option<u64>) -> anyhow::Result<ProduceReport> {
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    load: &Load,
+    rate: Option<u64>,
+) -> anyhow::Result<ProduceReport> {
     let context = LatencyContext {
         start: Instant::now(),
         counter: DeliveryCounter::default(),
-        latency_us: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?),
+        latency_us: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?,
+        ),
     };
-    let producer = ThreadedProducer::from_config_and_context(&producer_config(brokers, load), context)
-        .context("cannot create a Kafka producer")?;
+    let producer =
+        ThreadedProducer::from_config_and_context(&producer_config(brokers, load), context)
+            .context("cannot create a Kafka producer")?;
     kafka::fetch_metadata(producer.client(), brokers, Some(topic))?;
     let payload = payload(load.size);
     let context = producer.context().clone();
@@ -109,10 +126,11 @@ pub fn produce(brokers: &str, topic: &str, load: &Load, rate: Option<u64>) -> an
                 std::thread::sleep(wait);
             }
         }
-        let record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, context.now_ns()).payload(&payload[..]);
+        let record = BaseRecord::<(), [u8], usize>::with_opaque_to(topic, context.now_ns())
+            .payload(&payload[..]);
         // A wait for queue space is the client's, not the broker's: restart the clock when the message gets in.
         send_blocking(&producer, record, |r| r.delivery_opaque = context.now_ns())?;
-        if i % 16_384 == 0 {
+        if i.is_multiple_of(16_384) {
             progress.update(context.counter.acknowledged());
         }
     }

@@ -1,0 +1,185 @@
+//! The kcat-like tools end to end: `ferry topics`, `ferry produce` and `ferry consume` against a real
+//! `ferry broker` child process, as a person or a script would run them.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::ChildBroker;
+
+/// Longest any one tool invocation may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `ferry ARGS` against `brokers` with `stdin` as input, killing it after TOOL_TIMEOUT.
+fn ferry(brokers: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("FERRY_BROKERS", brokers)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry");
+    let mut input = child.stdin.take().expect("piped stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    while child.try_wait().expect("poll ferry").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ferry {args:?} did not finish within {TOOL_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect ferry's output")
+}
+
+/// Runs a tool that must succeed and returns its stdout.
+#[track_caller]
+fn ok(brokers: &str, args: &[&str], stdin: &str) -> String {
+    let out = ferry(brokers, args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ferry {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a tool that must fail and returns its one-line error.
+#[track_caller]
+fn fails(brokers: &str, args: &[&str]) -> String {
+    let out = ferry(brokers, args, "");
+    assert!(!out.status.success(), "ferry {args:?} should have failed");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8 stderr");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line expected, got: {stderr}");
+    errors[0].to_owned()
+}
+
+#[test]
+fn topics_produce_and_consume_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), &[]);
+    let b = broker.addr.as_str();
+
+    let out = ok(
+        b,
+        &[
+            "topics",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    assert_eq!(out, "created topic orders with 2 partition(s)\n");
+    let error = fails(b, &["topics", "create", "orders"]);
+    assert!(error.contains("already exists"), "{error}");
+
+    let list = ok(b, &["topics", "list"], "");
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().eq(["orders", "2"])),
+        "{list}"
+    );
+
+    let out = ok(
+        b,
+        &["produce", "orders", "--partition", "1", "--key", "k"],
+        "one\ntwo\n\nfour with spaces\n",
+    );
+    assert_eq!(
+        out,
+        "produced 4 message(s) to orders: 4 acknowledged, 0 failed\n"
+    );
+    let out = ok(
+        b,
+        &["produce", "orders", "--partition", "0", "--acks", "1"],
+        "zero",
+    );
+    assert_eq!(
+        out,
+        "produced 1 message(s) to orders: 1 acknowledged, 0 failed\n"
+    );
+
+    let out = ok(
+        b,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--partition",
+            "1",
+            "--exit",
+        ],
+        "",
+    );
+    assert_eq!(out, "one\ntwo\n\nfour with spaces\n");
+    let out = ok(
+        b,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--count",
+            "2",
+            "--partition",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(out, "one\ntwo\n");
+    let mut all: Vec<String> = ok(b, &["consume", "orders", "--from-beginning", "--exit"], "")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    all.sort();
+    assert_eq!(all, ["", "four with spaces", "one", "two", "zero"]);
+    // Without --from-beginning the consumer starts at the end: nothing old is printed.
+    assert_eq!(ok(b, &["consume", "orders", "--exit"], ""), "");
+
+    let described = ok(b, &["topics", "describe", "orders"], "");
+    let rows: Vec<Vec<&str>> = described
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.first().is_some_and(|c| c.parse::<i32>().is_ok()))
+        .collect();
+    assert_eq!(
+        rows,
+        [vec!["0", "0", "1", "1"], vec!["1", "0", "4", "4"]],
+        "{described}"
+    );
+    assert!(described.contains("retention.ms = 3600000"), "{described}");
+}
+
+#[test]
+fn tools_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), &["--auto-create-topics=false"]);
+    let b = broker.addr.as_str();
+
+    assert_eq!(
+        fails(b, &["topics", "describe", "missing"]),
+        "error: topic missing does not exist"
+    );
+    assert_eq!(
+        fails(b, &["consume", "missing", "--exit"]),
+        "error: topic missing does not exist"
+    );
+    ok(b, &["topics", "create", "one"], "");
+    let error = fails(b, &["consume", "one", "--partition", "3"]);
+    assert_eq!(error, "error: topic one has no partition 3 (it has 1)");
+
+    // Nothing listens on port 1.
+    let error = fails("127.0.0.1:1", &["topics", "list"]);
+    assert!(
+        error.starts_with("error: cannot get metadata from 127.0.0.1:1: "),
+        "{error}"
+    );
+}
