@@ -8,6 +8,7 @@
 
 mod consume;
 mod disk;
+mod group;
 mod produce;
 
 use std::io::{IsTerminal, Write};
@@ -29,6 +30,19 @@ pub enum BenchCommand {
     Consume(ConsumeBenchArgs),
     /// Measure fsynced sequential write bandwidth: 1 MiB appends, fdatasync after each.
     Disk(DiskArgs),
+    /// Time a 3-member group's rebalance, and a group of consumers reading a topic.
+    Group(GroupBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupBenchArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    load: Load,
+    /// Members of the consuming group.
+    #[arg(long, default_value_t = 3)]
+    members: usize,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +142,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Produce(args) => bench_produce(args).await,
         BenchCommand::Consume(args) => bench_consume(args).await,
+        BenchCommand::Group(args) => bench_group(args).await,
         BenchCommand::Disk(args) => {
             let report =
                 blocking(move || disk::measure(&args.dir, args.mb, args.runs as usize)).await?;
@@ -233,6 +248,37 @@ async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
         thousands(report.messages),
         thousands((report.messages as f64 / secs) as u64),
         report.payload_bytes as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+async fn bench_group(args: GroupBenchArgs) -> anyhow::Result<()> {
+    let GroupBenchArgs { target, load, members } = args;
+    let broker = RunningBroker::start(&target).await?;
+    println!("ferry bench group: {load}, {members} members; broker: {}", broker.describe());
+    let rebalance_topic = create_bench_topic(&broker.brokers, 6).await?;
+    let topic = create_bench_topic(&broker.brokers, load.partitions).await?;
+    let result = {
+        let brokers = broker.brokers.clone();
+        blocking(move || {
+            let rebalance = group::rebalance(&brokers, &rebalance_topic)?;
+            println!("rebalance: {:.0} ms from a third member joining a 2-member group (6 partitions) until all 3 consume again", rebalance.as_secs_f64() * 1000.0);
+            let produced = produce::produce(&brokers, &topic, &load, None)?;
+            if let Some(error) = produced.first_error {
+                bail!("{} message(s) failed: {error}", produced.failed);
+            }
+            let elapsed = group::consume(&brokers, &topic, members, produced.acknowledged)?;
+            Ok((produced.acknowledged, elapsed))
+        })
+        .await
+    };
+    broker.stop().await?;
+    let (messages, elapsed) = result?;
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "group consume: {} messages by {members} members in {secs:.2} s (join included): {} messages/s",
+        thousands(messages),
+        thousands((messages as f64 / secs) as u64)
     );
     Ok(())
 }
