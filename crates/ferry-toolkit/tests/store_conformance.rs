@@ -1,4 +1,5 @@
-//! One conformance suite for every store: each case runs on SQLite and on PostgreSQL
+//! One conformance suite for every store, part 1: migrations and the outbox (the inbox is in
+//! `inbox_conformance.rs`). Each case runs on SQLite and on PostgreSQL
 //! (`FERRY_TEST_POSTGRES_URL`; skipped with a message when unset). The outbox cases publish
 //! through the real built-in broker and read back with a real Kafka client.
 
@@ -6,14 +7,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::stores::{POSTGRES, SQLITE, StoreFeatures, TestStore};
 use common::*;
+use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::{self, Relay, RelayConfig, RelayHandle};
-use ferry_toolkit::sql::{Database, inbox};
-use ferry_toolkit::{Envelope, HandlerError, IncomingMessage, Message, Publisher};
+use ferry_toolkit::{Envelope, IncomingMessage, Message, Publisher};
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
@@ -183,11 +183,8 @@ conformance!(
     failed_key_backs_off_without_holding_up_other_keys,
     two_relays_never_publish_a_row_twice,
     rows_staged_by_another_process_are_published,
-    redelivered_message_is_applied_once,
-    concurrent_deliveries_of_one_message_apply_it_once,
-    failed_handler_rolls_back_its_claim_and_keeps_its_error,
-    prune_forgets_only_old_inbox_records,
     each_service_gets_a_database_of_its_own,
+    sent_rows_are_deleted_or_kept_then_pruned,
 );
 
 async fn migrations_apply_once_when_two_processes_start_together(
@@ -496,151 +493,6 @@ async fn rows_staged_by_another_process_are_published(f: &StoreFeatures) -> anyh
     Ok(())
 }
 
-/// A handler's write: adds `amount` to the entity's total.
-async fn add(
-    db: &Database,
-    group: &str,
-    message_id: uuid::Uuid,
-    entity: &str,
-    amount: i64,
-) -> ferry_toolkit::Result<bool> {
-    let entity = entity.to_owned();
-    inbox::process_once(db, group, message_id, move |tx| {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO totals (entity, total) VALUES ($1, $2)
-                 ON CONFLICT (entity) DO UPDATE SET total = totals.total + excluded.total",
-            )
-            .bind(entity)
-            .bind(amount)
-            .execute(&mut *tx)
-            .await?;
-            Ok(())
-        })
-    })
-    .await
-}
-
-async fn total(db: &Database, entity: &str) -> i64 {
-    sqlx::query("SELECT total FROM totals WHERE entity = $1")
-        .bind(entity)
-        .fetch_optional(db.pool())
-        .await
-        .unwrap()
-        .map_or(0, |r| r.try_get(0).unwrap())
-}
-
-async fn redelivered_message_is_applied_once(f: &StoreFeatures) -> anyhow::Result<()> {
-    let Some(store) = migrated(f).await else {
-        return Ok(());
-    };
-    let db = &store.db;
-    let id = uuid::Uuid::now_v7();
-    assert!(add(db, "billing", id, "e", 5).await?);
-    assert!(
-        !add(db, "billing", id, "e", 5).await?,
-        "second delivery skipped"
-    );
-    assert_eq!(total(db, "e").await, 5);
-    // Another group processes the same message independently.
-    assert!(add(db, "audit", id, "e", 5).await?);
-    assert_eq!(total(db, "e").await, 10);
-    assert!(inbox::is_processed(db, "billing", id).await?);
-    assert!(!inbox::is_processed(db, "billing", uuid::Uuid::now_v7()).await?);
-    // The borrowing form: claim, write, commit.
-    let other = uuid::Uuid::now_v7();
-    let mut tx = inbox::claim(db, "billing", other)
-        .await?
-        .expect("first time");
-    sqlx::query("UPDATE totals SET total = total + 1 WHERE entity = 'e'")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    assert!(inbox::claim(db, "billing", other).await?.is_none());
-    assert_eq!(total(db, "e").await, 11);
-    Ok(())
-}
-
-async fn concurrent_deliveries_of_one_message_apply_it_once(
-    f: &StoreFeatures,
-) -> anyhow::Result<()> {
-    let Some(store) = migrated(f).await else {
-        return Ok(());
-    };
-    let other = store.connect_again().await;
-    let applied = Arc::new(AtomicUsize::new(0));
-    for round in 0..20 {
-        let id = uuid::Uuid::now_v7();
-        let entity = format!("e{round}");
-        let (a, b) = tokio::join!(
-            add(&store.db, "g", id, &entity, 1),
-            add(&other, "g", id, &entity, 1)
-        );
-        let n = usize::from(a?) + usize::from(b?);
-        assert_eq!(n, 1, "round {round}: exactly one delivery applies it");
-        applied.fetch_add(n, Ordering::Relaxed);
-        assert_eq!(total(&store.db, &entity).await, 1);
-    }
-    other.close().await;
-    Ok(())
-}
-
-async fn failed_handler_rolls_back_its_claim_and_keeps_its_error(
-    f: &StoreFeatures,
-) -> anyhow::Result<()> {
-    let Some(store) = migrated(f).await else {
-        return Ok(());
-    };
-    let db = &store.db;
-    let id = uuid::Uuid::now_v7();
-    let result = inbox::process_once(db, "g", id, |tx| {
-        Box::pin(async move {
-            sqlx::query("INSERT INTO totals (entity, total) VALUES ('x', 1)")
-                .execute(&mut *tx)
-                .await?;
-            Err::<(), _>(HandlerError::permanent("invalid order"))
-        })
-    })
-    .await;
-    let error = result.expect_err("the handler failed");
-    // Back in a handler, `?` restores the original error, permanence included.
-    let handler_error = HandlerError::from(error);
-    assert!(handler_error.is_permanent());
-    assert_eq!(handler_error.to_string(), "invalid order");
-    assert_eq!(total(db, "x").await, 0, "its write rolled back");
-    assert!(
-        !inbox::is_processed(db, "g", id).await?,
-        "its claim rolled back"
-    );
-    // The retry runs it.
-    assert!(add(db, "g", id, "x", 1).await?);
-    assert_eq!(total(db, "x").await, 1);
-    Ok(())
-}
-
-async fn prune_forgets_only_old_inbox_records(f: &StoreFeatures) -> anyhow::Result<()> {
-    let Some(store) = migrated(f).await else {
-        return Ok(());
-    };
-    let db = &store.db;
-    let old = uuid::Uuid::now_v7();
-    assert!(add(db, "g", old, "p", 1).await?);
-    // Backdate it by two hours.
-    sqlx::query(
-        "UPDATE ferry_inbox SET processed_at = processed_at - 7200000 WHERE message_id = $1",
-    )
-    .bind(old.to_string())
-    .execute(db.pool())
-    .await?;
-    let fresh = uuid::Uuid::now_v7();
-    assert!(add(db, "g", fresh, "p", 1).await?);
-    assert_eq!(inbox::prune(db, Duration::from_secs(3600)).await?, 1);
-    assert!(!inbox::is_processed(db, "g", old).await?);
-    assert!(inbox::is_processed(db, "g", fresh).await?);
-    assert_eq!(inbox::prune(db, Duration::from_secs(3600)).await?, 0);
-    Ok(())
-}
-
 async fn each_service_gets_a_database_of_its_own(f: &StoreFeatures) -> anyhow::Result<()> {
     let Some(store) = TestStore::open(f).await else {
         return Ok(());
@@ -675,5 +527,61 @@ async fn each_service_gets_a_database_of_its_own(f: &StoreFeatures) -> anyhow::R
     }
     first.close().await;
     second.close().await;
+    Ok(())
+}
+
+async fn sent_rows_are_deleted_or_kept_then_pruned(f: &StoreFeatures) -> anyhow::Result<()> {
+    let Some(store) = migrated(f).await else {
+        return Ok(());
+    };
+    let broker = TestBroker::start();
+    let topic = unique("retain");
+    let publisher = Publisher::kafka(&kafka(&broker.bootstrap()))?;
+    let count = |db: Database| async move {
+        let row = sqlx::query("SELECT COUNT(*) FROM ferry_outbox")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        row.try_get::<i64, _>(0).unwrap()
+    };
+    // Kept (the default): marked sent, then pruned once older than `retain_sent`.
+    let relay = Relay::new(store.db.clone(), publisher.clone())
+        .config(relay_config())
+        .spawn();
+    commands(&store.db, Some(&relay), &topic, 2, 5).await?;
+    assert!(wait_drained(&relay).await);
+    relay.shutdown().await;
+    assert_eq!(count(store.db.clone()).await, 10);
+    assert_eq!(
+        outbox::prune_sent(&store.db, Duration::from_secs(3600)).await?,
+        0
+    );
+    sqlx::query("UPDATE ferry_outbox SET sent_at = sent_at - 7200000")
+        .execute(store.db.pool())
+        .await?;
+    assert_eq!(
+        outbox::prune_sent(&store.db, Duration::from_secs(3600)).await?,
+        10
+    );
+
+    // Not kept: deleted as soon as published.
+    let relay = Relay::new(store.db.clone(), publisher)
+        .config(RelayConfig {
+            retain_sent: Duration::ZERO,
+            ..relay_config()
+        })
+        .spawn();
+    for seq in 5..10 {
+        command(&store.db, &topic, "entity-0", seq).await?;
+    }
+    relay.notify();
+    assert!(wait_drained(&relay).await);
+    assert_eq!(count(store.db.clone()).await, 0);
+    let messages = read_topic(&broker.bootstrap(), &topic, 15, WAIT).await;
+    assert_eq!(
+        per_key(&messages, false)["entity-0"],
+        (0..10).collect::<Vec<_>>()
+    );
+    relay.shutdown().await;
     Ok(())
 }

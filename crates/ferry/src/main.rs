@@ -10,6 +10,7 @@
 
 mod bench;
 mod consume;
+mod groups;
 mod kafka;
 mod produce;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the values of a topic's messages, one per line.
     Consume(consume::ConsumeArgs),
+    /// List consumer groups, or describe one: members, assignments, committed offsets and lag.
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
     /// Measure produce and consume throughput and the disk's fsynced write bandwidth.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,6 +109,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Topics(command) => topics::run(command).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Groups(command) => groups::run(command).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }

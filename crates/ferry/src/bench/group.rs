@@ -18,7 +18,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn member(brokers: &str, group: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
@@ -36,7 +38,12 @@ fn member(brokers: &str, group: &str, topic: &str) -> anyhow::Result<BaseConsume
 }
 
 /// Poll `consumer` on a thread until `stop`; record when it first saw a message stamped after `since_ms`.
-fn run_member(consumer: BaseConsumer, since_ms: Arc<AtomicU64>, seen_after: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+fn run_member(
+    consumer: BaseConsumer,
+    since_ms: Arc<AtomicU64>,
+    seen_after: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::Relaxed) {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
             let stamp = m.timestamp().to_millis().unwrap_or(0);
@@ -50,8 +57,10 @@ fn run_member(consumer: BaseConsumer, since_ms: Arc<AtomicU64>, seen_after: Arc<
 
 /// Rebalance time of a third member joining a two-member group, in milliseconds.
 pub fn rebalance(brokers: &str, topic: &str) -> anyhow::Result<Duration> {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "1").create()?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -61,7 +70,12 @@ pub fn rebalance(brokers: &str, topic: &str) -> anyhow::Result<Duration> {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let key = i.to_string();
-                let _ = producer.send(BaseRecord::<str, str>::to(&topic).key(&key).payload("x").timestamp(now_ms()));
+                let _ = producer.send(
+                    BaseRecord::<str, str>::to(&topic)
+                        .key(&key)
+                        .payload("x")
+                        .timestamp(now_ms()),
+                );
                 i += 1;
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -96,7 +110,11 @@ pub fn rebalance(brokers: &str, topic: &str) -> anyhow::Result<Duration> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let last = seen.iter().map(|f| f.load(Ordering::Relaxed) as i64).max().unwrap_or(t0);
+    let last = seen
+        .iter()
+        .map(|f| f.load(Ordering::Relaxed) as i64)
+        .max()
+        .unwrap_or(t0);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -107,7 +125,12 @@ pub fn rebalance(brokers: &str, topic: &str) -> anyhow::Result<Duration> {
 }
 
 /// Time for `members` consumers in one group to read `messages` already in `topic`.
-pub fn consume(brokers: &str, topic: &str, members: usize, messages: u64) -> anyhow::Result<Duration> {
+pub fn consume(
+    brokers: &str,
+    topic: &str,
+    members: usize,
+    messages: u64,
+) -> anyhow::Result<Duration> {
     let group = format!("bench-group-{}", now_ms());
     let total = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -128,7 +151,10 @@ pub fn consume(brokers: &str, topic: &str, members: usize, messages: u64) -> any
     while total.load(Ordering::Relaxed) < messages {
         if Instant::now() > deadline {
             stop.store(true, Ordering::Relaxed);
-            bail!("the group read {} of {messages} messages in 300 s", total.load(Ordering::Relaxed));
+            bail!(
+                "the group read {} of {messages} messages in 300 s",
+                total.load(Ordering::Relaxed)
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     }

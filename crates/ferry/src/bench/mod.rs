@@ -253,9 +253,16 @@ async fn bench_consume(args: ConsumeBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn bench_group(args: GroupBenchArgs) -> anyhow::Result<()> {
-    let GroupBenchArgs { target, load, members } = args;
+    let GroupBenchArgs {
+        target,
+        load,
+        members,
+    } = args;
     let broker = RunningBroker::start(&target).await?;
-    println!("ferry bench group: {load}, {members} members; broker: {}", broker.describe());
+    println!(
+        "ferry bench group: {load}, {members} members; broker: {}",
+        broker.describe()
+    );
     let rebalance_topic = create_bench_topic(&broker.brokers, 6).await?;
     let topic = create_bench_topic(&broker.brokers, load.partitions).await?;
     let result = {

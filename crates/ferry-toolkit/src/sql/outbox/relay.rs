@@ -271,6 +271,11 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
             }
         }
 
+        // Also under constant load, when the relay is never idle.
+        if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            last_prune = Some(Instant::now());
+            prune(&db, config.retain_sent).await;
+        }
         let now = Instant::now();
         // A key whose rows vanished (deleted by hand) would otherwise be remembered forever.
         blocked.retain(|_, b| now.saturating_duration_since(b.until) < Duration::from_secs(3600));
@@ -289,10 +294,6 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
         };
 
         if rows.is_empty() {
-            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                last_prune = Some(Instant::now());
-                prune(&db, config.retain_sent).await;
-            }
             let next_retry = blocked.values().map(|b| b.until).min();
             let wait = match next_retry {
                 Some(at) => at
