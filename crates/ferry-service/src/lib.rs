@@ -49,13 +49,18 @@ impl ServiceConfig {
         }
     }
 
-    /// The database URL to use for `service`: the configured one, or `<data_dir>/<service>.db`.
-    pub fn database_url_for(&self, service: &str) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}",
-                self.data_dir.join(format!("{service}.db")).display()
-            )
-        })
+    /// The database of `service`: with a database URL, a PostgreSQL schema named after the
+    /// service (so services sharing one server never share tables, outbox or inbox); otherwise
+    /// the SQLite file `<data_dir>/<service>.db`.
+    pub async fn database(
+        &self,
+        service: &str,
+    ) -> ferry_toolkit::Result<ferry_toolkit::sql::Database> {
+        ferry_toolkit::sql::Database::for_service(
+            self.database_url.as_deref(),
+            &self.data_dir,
+            service,
+        )
+        .await
     }
 }

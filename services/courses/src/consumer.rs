@@ -48,7 +48,7 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = Database::connect(&config.database_url_for(SERVICE)).await?;
+    let db = config.database(SERVICE).await?;
     db.migrate(SERVICE, MIGRATIONS).await?;
     let health = Health::new();
     let kafka = KafkaConfig::new(&config.brokers);

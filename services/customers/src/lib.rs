@@ -39,7 +39,6 @@ use ferry_contracts::orders::{Money, OrderCreated, TOPIC};
 use ferry_service::{ServiceConfig, ServiceHandle};
 use ferry_toolkit::kafka::{self, KafkaConfig};
 use ferry_toolkit::ops::Health;
-use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::Relay;
 use ferry_toolkit::{MessageContext, Publisher, Router, handler_fn};
 use tokio_util::sync::CancellationToken;
@@ -108,7 +107,7 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = Database::connect(&config.database_url_for(SERVICE)).await?;
+    let db = config.database(SERVICE).await?;
     db.migrate(SERVICE, MIGRATIONS).await?;
     let health = Health::new();
     let kafka = KafkaConfig::new(&config.brokers);

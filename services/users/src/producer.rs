@@ -85,7 +85,7 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = Database::connect(&config.database_url_for(SERVICE)).await?;
+    let db = config.database(SERVICE).await?;
     db.migrate(SERVICE, MIGRATIONS).await?;
     let publisher = Transport::of(&config).publisher()?;
     let relay = Relay::start(db.clone(), publisher);
