@@ -10,6 +10,7 @@
 
 mod bench;
 mod consume;
+mod dlq;
 mod groups;
 mod kafka;
 mod produce;
@@ -46,6 +47,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print the values of a topic's messages, one per line.
     Consume(consume::ConsumeArgs),
+    /// Work with dead-letter topics.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// List consumer groups, or describe one: members, assignments, committed offsets and lag.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
@@ -110,6 +114,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Groups(command) => groups::run(command).await,
+        Command::Dlq(command) => dlq::run(command).await,
         Command::Bench(command) => bench::run(command).await,
     }
 }
