@@ -26,6 +26,10 @@ pub enum Service {
     UsersProducer,
     /// Users consumer: users and task outcomes (8080).
     UsersConsumer,
+    /// Posts command side: event-sourced posts (5010).
+    PostsCommand,
+    /// Posts query side: the read model (5011).
+    PostsQuery,
 }
 
 type Start =
@@ -33,13 +37,15 @@ type Start =
 
 impl Service {
     /// Every service, in the order `ferry up` starts and lists them.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 8] = [
         Service::CoursesProducer,
         Service::CoursesConsumer,
         Service::Customers,
         Service::Orders,
         Service::UsersProducer,
         Service::UsersConsumer,
+        Service::PostsCommand,
+        Service::PostsQuery,
     ];
 
     /// The port it listens on unless told otherwise.
@@ -51,6 +57,8 @@ impl Service {
             Service::Orders => orders::PORT,
             Service::UsersProducer => users::PRODUCER_PORT,
             Service::UsersConsumer => users::CONSUMER_PORT,
+            Service::PostsCommand => posts::COMMAND_PORT,
+            Service::PostsQuery => posts::QUERY_PORT,
         }
     }
 
@@ -63,6 +71,8 @@ impl Service {
             Service::Orders => "orders",
             Service::UsersProducer => "users-producer",
             Service::UsersConsumer => "users-consumer",
+            Service::PostsCommand => "posts-command",
+            Service::PostsQuery => "posts-query",
         }
     }
 
@@ -75,6 +85,8 @@ impl Service {
             Service::Orders => "/openapi.json",
             Service::UsersProducer => "/",
             Service::UsersConsumer => "/users",
+            Service::PostsCommand => "/openapi.json",
+            Service::PostsQuery => "/api/v1/PostLookup",
         }
     }
 
@@ -93,6 +105,12 @@ impl Service {
             }
             Service::UsersConsumer => {
                 |c, s| Box::pin(async move { Ok(users::start_consumer(c, s).await?) })
+            }
+            Service::PostsCommand => {
+                |c, s| Box::pin(async move { Ok(posts::start_command(c, s).await?) })
+            }
+            Service::PostsQuery => {
+                |c, s| Box::pin(async move { Ok(posts::start_query(c, s).await?) })
             }
         }
     }
