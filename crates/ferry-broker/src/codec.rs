@@ -8,8 +8,6 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use crate::versions;
-
 /// Why a frame could not be turned into a request.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -128,14 +126,10 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
-/// Whether the broker implements this API at this version (re-exported for the server loop).
-pub fn is_supported(api: ApiKey, version: i16) -> bool {
-    versions::is_supported(api, version)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::versions;
     use proptest::prelude::*;
 
     fn frame(api_key: i16, version: i16, rest: &[u8]) -> Bytes {

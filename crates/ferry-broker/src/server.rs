@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{self, DecodeError};
 use crate::handlers;
 use crate::state::Shared;
+use crate::versions;
 
 /// Requests read ahead of their responses on one connection.
 const MAX_IN_FLIGHT: usize = 32;
@@ -153,8 +154,8 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 fn dispatch(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pending, FrameError> {
     let pre = codec::preamble(&frame)?;
     let api = ApiKey::try_from(pre.api_key).map_err(|_| DecodeError::UnknownApiKey(pre.api_key))?;
-    if !codec::is_supported(api, pre.api_version) {
-        return match handlers::unsupported(api, pre.api_version, frame) {
+    if !versions::is_supported(api, pre.api_version) {
+        return match handlers::unsupported(api, pre.api_version) {
             Some((version, body)) => ready(api, version, pre.correlation_id, body),
             None => Err(FrameError::Decode(DecodeError::Malformed {
                 api,

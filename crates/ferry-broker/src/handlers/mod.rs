@@ -16,7 +16,6 @@ mod producers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{ApiKey, GroupId, RequestKind, ResponseKind, TopicName};
@@ -75,22 +74,21 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
 /// field to carry UNSUPPORTED_VERSION. Returns the version to encode the response at.
 /// ApiVersions is the important case: a newer client first asks at a version we may not know,
 /// and Kafka answers at v0 with the error and the supported list so the client can retry.
-pub fn unsupported(api: ApiKey, version: i16, _frame: Bytes) -> Option<(i16, ResponseKind)> {
+pub fn unsupported(api: ApiKey, version: i16) -> Option<(i16, ResponseKind)> {
     match api {
         ApiKey::ApiVersions => Some((
             0,
             api_versions::handle(Some(ResponseError::UnsupportedVersion)).into(),
         )),
-        _ => None,
+        _ => {
+            tracing::warn!(
+                ?api,
+                version,
+                "request for an API or version this broker does not implement"
+            );
+            None
+        }
     }
-    .or_else(|| {
-        tracing::warn!(
-            ?api,
-            version,
-            "request for an API or version this broker does not implement"
-        );
-        None
-    })
 }
 
 /// The Kafka error code for a storage error.
