@@ -21,7 +21,9 @@ for m in a b; do
 done
 # Give both members time to join before messages arrive, so both get partitions.
 sleep 6
-seq 1 2000 | kcat -P -b "$brokers" -t "$topic" -X acks=all || fail "produce failed"
+# Keyed, so the messages spread over the partitions: librdkafka's sticky partitioner sends a quick burst of
+# keyless messages to one partition, which would leave one member with nothing to read.
+seq 1 2000 | sed 's/.*/k&:&/' | kcat -P -K: -b "$brokers" -t "$topic" -X acks=all || fail "produce failed"
 for _ in $(seq 1 60); do
   total=$(cat "$work/a" "$work/b" | wc -l)
   [ "$total" -ge 2000 ] && break

@@ -4,6 +4,7 @@
 //!
 //! **Architecture invariant:** services depend on this crate, never on each other.
 
+pub mod billing;
 pub mod courses;
 pub mod orders;
 pub mod users;

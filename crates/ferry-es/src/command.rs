@@ -275,6 +275,7 @@ impl<A: Aggregate> CommandHandler<A> {
                         conn: &mut tx,
                         topic,
                         event_id: r.event_id,
+                        version: r.version,
                         recorded_at: r.recorded_at,
                         metadata,
                         enqueued: 0,

@@ -4,6 +4,12 @@
 //! loses events for the read side; #172: no outbox atomic with the events): a command's events
 //! and their outbox rows commit together or not at all, and the toolkit's relay publishes the
 //! rows afterwards, retrying until the broker has them.
+//!
+//! The message that carries an event has the event's id as its message id and the event's
+//! version in its stream as `ferry-stream-version` (the envelope's `stream_version`). So a
+//! consumer can apply each entity's events once and in order by version alone (the next one is
+//! the last applied plus one), and tell a redelivery (a version it has) from a gap (one it
+//! missed), which a message id cannot tell it.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,6 +25,7 @@ pub struct Outbox<'c> {
     pub(crate) conn: &'c mut AnyConnection,
     pub(crate) topic: &'c str,
     pub(crate) event_id: Uuid,
+    pub(crate) version: i64,
     pub(crate) recorded_at: i64,
     pub(crate) metadata: &'c Metadata,
     pub(crate) enqueued: u32,
@@ -29,6 +36,7 @@ impl std::fmt::Debug for Outbox<'_> {
         f.debug_struct("Outbox")
             .field("topic", &self.topic)
             .field("event_id", &self.event_id)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -36,14 +44,17 @@ impl std::fmt::Debug for Outbox<'_> {
 impl Outbox<'_> {
     /// Queues `message` for the outbox topic, keyed by [`Message::key`].
     ///
-    /// The first message of an event gets the event's id as its message id, so a consumer's
-    /// inbox de-duplicates it against any later republication of the same event. Correlation,
-    /// causation and trace come from the command's [`Metadata`]; the production time is the
-    /// event's.
+    /// The first message of an event *is* the event on the wire: it gets the event's id as its
+    /// message id (so a consumer's inbox de-duplicates it against any republication of the
+    /// same event) and the event's stream version as its `stream_version` (so a consumer can
+    /// check order per entity). Further messages of the same event get ids of their own and no
+    /// stream version. Correlation, causation and trace come from the command's [`Metadata`];
+    /// the production time is the event's.
     pub async fn enqueue<M: Message>(&mut self, message: &M) -> Result<()> {
         let mut envelope = Envelope::new::<M>();
         if self.enqueued == 0 {
             envelope.message_id = self.event_id;
+            envelope.stream_version = Some(self.version);
         }
         envelope.correlation_id = self.metadata.correlation_id.unwrap_or(envelope.message_id);
         envelope.causation_id = self.metadata.causation_id;

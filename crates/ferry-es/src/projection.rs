@@ -21,7 +21,9 @@ use sqlx::AnyConnection;
 
 use crate::aggregate::Event;
 use crate::error::Result;
-use crate::store::{EventStore, Recorded, now_millis, schema};
+use ferry_toolkit::now_millis;
+
+use crate::store::{EventStore, Recorded, schema};
 
 /// A read model fed by the events of one aggregate type.
 pub trait Projection: Send + Sync {

@@ -78,6 +78,15 @@ async fn appends_read_back_in_order_with_global_positions(db: Database) {
             .len(),
         2
     );
+    let page = store
+        .read_stream_page::<CounterEvent>("a", 1, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        versions(&page),
+        [(2, 2), (3, 3)],
+        "a page: after 1, at most 2"
+    );
     assert_eq!(store.stream_version("a").await.unwrap(), 4);
     assert_eq!(store.stream_version("nope").await.unwrap(), 0);
 
@@ -403,6 +412,16 @@ async fn outbox_rows_commit_with_the_events_they_carry(db: Database) {
     }
     let headers: String = rows[0].get(4);
     assert!(headers.contains(&correlation_id.to_string()), "{headers}");
+    // Each message carries its event's version in the stream, for consumers' order checks.
+    for (row, version) in rows.iter().zip(["1", "2"]) {
+        let headers: Vec<(String, String)> =
+            serde_json::from_str(&row.get::<String, _>(4)).unwrap();
+        let stream_version = headers
+            .iter()
+            .find(|(name, _)| name == "ferry-stream-version")
+            .map(|(_, value)| value.as_str());
+        assert_eq!(stream_version, Some(version), "{headers:?}");
+    }
     let payload: Vec<u8> = rows[1].get(5);
     assert_eq!(payload, br#"{"amount":4}"#);
 }

@@ -6,10 +6,12 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Stable error codes of Ferry's HTTP APIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,46 @@ where
                 other => ApiError::new(ErrorCode::InvalidBody, other.body_text()),
             }),
         }
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s (`invalid_parameter`, 400) in the JSON contract.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// How many items a list answer holds unless the caller asks otherwise.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The most items one list answer holds.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// A list's `limit` parameter: [`DEFAULT_LIMIT`] when absent, 1 to [`MAX_LIMIT`] otherwise.
+pub fn limit(requested: Option<u32>) -> Result<u32, ApiError> {
+    let limit = requested.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("limit must be from 1 to {MAX_LIMIT}"),
+        ))
     }
 }
 

@@ -4,6 +4,8 @@
 //! - [`ApiError`] and [`ApiJson`]: the one error contract of every HTTP API,
 //!   `{"error":{"code":"…","message":"…"}}` with a 4xx for the client's mistakes. Codes come from
 //!   one table ([`ErrorCode`]), each with its HTTP status, so a code means the same everywhere.
+//! - [`Runtime`]: the wiring every service repeats (its database and migrations, publisher,
+//!   outbox relay, routers on Kafka or AMQP, the HTTP server) and the order they stop in.
 //! - [`serve`]: binds the port, adds `/health`, `/ready`, `/metrics` (from the toolkit's ops
 //!   module) and `/openapi.json` to the service's routes, answers unknown paths with a JSON 404,
 //!   and shuts down gracefully when the token is cancelled.
@@ -12,9 +14,11 @@
 //! binary runs one (`ferry run <service>`) or all of them (`ferry up`) that way.
 
 mod error;
+mod runtime;
 mod server;
 
-pub use error::{ApiError, ApiJson, ErrorCode};
+pub use error::{ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, limit};
+pub use runtime::{Runtime, StartError, Transport};
 pub use server::{ServiceHandle, serve};
 
 use std::path::PathBuf;
@@ -34,6 +38,11 @@ pub struct ServiceConfig {
     pub host: std::net::IpAddr,
     /// An AMQP URL, for services that can run over RabbitMQ instead of Kafka.
     pub amqp_url: Option<String>,
+    /// Base URLs of the other services this one calls over HTTP, by service name
+    /// (`"posts-command"` -> `"http://10.0.0.5:5010"`). Empty by default: a service then looks
+    /// for its peer on this host at the peer's default port. Services meet through topics;
+    /// this is only for the few read-only HTTP feeds (the posts event feed).
+    pub peers: std::collections::BTreeMap<String, String>,
 }
 
 impl ServiceConfig {
@@ -46,6 +55,7 @@ impl ServiceConfig {
             port,
             host: std::net::IpAddr::from([127, 0, 0, 1]),
             amqp_url: None,
+            peers: std::collections::BTreeMap::new(),
         }
     }
 

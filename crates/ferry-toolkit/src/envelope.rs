@@ -14,8 +14,16 @@
 //! | `traceparent` | W3C Trace Context of the producing span |
 //! | `ferry-produced-at` | milliseconds since the Unix epoch, decimal, when the message was built |
 //! | `ferry-reply-to` | (requests only) the topic the reply goes to |
+//! | `ferry-stream-version` | (event-sourced events only) the event's version in its stream, decimal, from 1 |
 //!
 //! Dead letters add `ferry-dlq-*` headers (see [`crate::dlq`]). All values are UTF-8 text.
+//!
+//! `ferry-stream-version` lets a consumer apply one entity's events exactly once and in order
+//! without remembering every message id: it keeps the last version it applied per entity (the
+//! message key) and applies a message only at `last + 1`; a lower version is a redelivery, a
+//! higher one a gap to fill first. It is a header, not a payload field, because it is a fact
+//! about where the event sits in the event store, not part of the event, and because the payload
+//! then stays exactly the event's JSON, as stored.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +53,8 @@ pub mod header {
     pub const PRODUCED_AT: &str = "ferry-produced-at";
     /// The topic a reply to this request goes to.
     pub const REPLY_TO: &str = "ferry-reply-to";
+    /// The event's version in its event-sourced stream.
+    pub const STREAM_VERSION: &str = "ferry-stream-version";
 }
 
 /// A typed message: a serde type with a stable type name and an entity key.
@@ -169,6 +179,10 @@ pub struct Envelope {
     pub produced_at: SystemTime,
     /// For a request, the topic its reply goes to.
     pub reply_to: Option<String>,
+    /// For an event from an event store, its version in its stream (1 for the stream's first
+    /// event, no gaps); `None` for every other message. Set by the event store when it stages
+    /// the event, never inherited by follow-ups.
+    pub stream_version: Option<i64>,
 }
 
 impl Envelope {
@@ -185,6 +199,7 @@ impl Envelope {
             traceparent: TraceParent::new_root(),
             produced_at: SystemTime::now(),
             reply_to: None,
+            stream_version: None,
         }
     }
 
@@ -219,6 +234,10 @@ impl Envelope {
         match &self.reply_to {
             Some(topic) => headers.insert(header::REPLY_TO, topic.clone()),
             None => headers.remove(header::REPLY_TO),
+        }
+        match self.stream_version {
+            Some(version) => headers.insert(header::STREAM_VERSION, version.to_string()),
+            None => headers.remove(header::STREAM_VERSION),
         }
     }
 
@@ -255,6 +274,15 @@ impl Envelope {
             .transpose()?
             .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
         let reply_to = optional(headers, header::REPLY_TO)?.map(str::to_owned);
+        let stream_version = optional(headers, header::STREAM_VERSION)?
+            .map(|v| match parse::<i64>(header::STREAM_VERSION, v)? {
+                version if version >= 1 => Ok(version),
+                _ => Err(Error::BadHeader {
+                    name: header::STREAM_VERSION,
+                    value: v.to_owned(),
+                }),
+            })
+            .transpose()?;
         Ok(Envelope {
             message_id,
             type_name,
@@ -264,6 +292,7 @@ impl Envelope {
             traceparent,
             produced_at,
             reply_to,
+            stream_version,
         })
     }
 }
@@ -331,7 +360,9 @@ mod tests {
         let first = Envelope::new::<Ping>();
         let mut second = first.follow_up::<Ping>(first.traceparent.child());
         second.reply_to = Some("replies".into());
-        for envelope in [first.clone(), second.clone()] {
+        let mut event = Envelope::new::<Ping>();
+        event.stream_version = Some(42);
+        for envelope in [first.clone(), second.clone(), event.clone()] {
             let mut headers = Headers::new();
             envelope.write_to(&mut headers);
             let mut read = Envelope::read_from(&headers).unwrap();
@@ -346,6 +377,15 @@ mod tests {
         assert_eq!(second.traceparent.trace_id(), first.traceparent.trace_id());
         assert_eq!(first.version, 3);
         assert_eq!(first.message_id.get_version_num(), 7);
+        assert_eq!(first.stream_version, None);
+        let mut headers = Headers::new();
+        event.write_to(&mut headers);
+        assert_eq!(headers.get_str(header::STREAM_VERSION), Some("42"));
+        // A follow-up is another message, not the event: it carries no stream version.
+        let follow_up = event.follow_up::<Ping>(event.traceparent.child());
+        assert_eq!(follow_up.stream_version, None);
+        follow_up.write_to(&mut headers);
+        assert_eq!(headers.get(header::STREAM_VERSION), None);
     }
 
     #[track_caller]
@@ -394,6 +434,24 @@ mod tests {
             ],
             Err("bad header traceparent: \"00-zz\""),
         );
+        check_read(
+            &[
+                (header::MESSAGE_ID, id),
+                (header::TYPE, "t"),
+                (header::STREAM_VERSION, "7"),
+            ],
+            Ok(()),
+        );
+        for bad in ["0", "-1", "x"] {
+            check_read(
+                &[
+                    (header::MESSAGE_ID, id),
+                    (header::TYPE, "t"),
+                    (header::STREAM_VERSION, bad),
+                ],
+                Err(format!("bad header ferry-stream-version: \"{bad}\"").as_str()),
+            );
+        }
     }
 
     #[test]

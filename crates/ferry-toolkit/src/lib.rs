@@ -59,6 +59,7 @@ pub use publisher::{Delivery, PublishError, Publisher};
 pub use request::{RequestError, Requester};
 pub use retry::RetryPolicy;
 pub use router::Router;
+pub use sql::now_millis;
 pub use traceparent::{InvalidTraceParent, TraceParent};
 pub use transport::{
     IncomingMessage, OutgoingMessage, Receipt, SendError, Sender, TransportFeatures,

@@ -1,18 +1,10 @@
 //! `ferry groups list|describe`: consumer groups, their members and assignments, committed offsets and lag.
 
-use std::time::Duration;
-
 use anyhow::Context;
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::ConsumerProtocolAssignment;
-use kafka_protocol::protocol::Decodable;
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
+use ferry_toolkit::kafka::{Admin, KafkaConfig};
 
-use crate::kafka::{self, BrokersArg};
-
-const TIMEOUT: Duration = Duration::from_secs(10);
+use crate::kafka::BrokersArg;
 
 #[derive(Debug, Subcommand)]
 pub enum GroupsCommand {
@@ -37,102 +29,65 @@ pub struct DescribeArgs {
 }
 
 pub async fn run(command: GroupsCommand) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || match command {
-        GroupsCommand::List(args) => list(&args.brokers.brokers),
-        GroupsCommand::Describe(args) => describe(&args.brokers.brokers, &args.group),
-    })
-    .await?
+    match command {
+        GroupsCommand::List(args) => list(&args.brokers.brokers).await,
+        GroupsCommand::Describe(args) => describe(&args.brokers.brokers, &args.group).await,
+    }
 }
 
-fn list(brokers: &str) -> anyhow::Result<()> {
-    let consumer = kafka::plain_consumer(&kafka::client_config(brokers))?;
-    let groups = consumer
-        .fetch_group_list(None, TIMEOUT)
+fn admin(brokers: &str) -> anyhow::Result<Admin> {
+    Admin::new(&KafkaConfig::new(brokers)).context("cannot create a Kafka client")
+}
+
+async fn list(brokers: &str) -> anyhow::Result<()> {
+    let groups = admin(brokers)?
+        .groups()
+        .await
         .with_context(|| format!("cannot list groups at {brokers}"))?;
     println!("{:<32} {:<22} {:<10} MEMBERS", "GROUP", "STATE", "PROTOCOL");
-    for g in groups.groups() {
+    for g in groups {
         println!(
             "{:<32} {:<22} {:<10} {}",
-            g.name(),
-            g.state(),
-            g.protocol(),
-            g.members().len()
+            g.name,
+            g.state,
+            g.protocol,
+            g.members.len()
         );
     }
     Ok(())
 }
 
-/// The (topic, partitions) of a member's assignment, decoded from the consumer protocol.
-fn assignment(bytes: Option<&[u8]>) -> Vec<(String, Vec<i32>)> {
-    let Some(bytes) = bytes.filter(|b| b.len() >= 2) else {
-        return Vec::new();
-    };
-    let mut buf = Bytes::copy_from_slice(bytes);
-    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
-    let _ = bytes::Buf::get_i16(&mut buf);
-    match ConsumerProtocolAssignment::decode(&mut buf, version.clamp(0, 3)) {
-        Ok(a) => a
-            .assigned_partitions
-            .into_iter()
-            .map(|t| (t.topic.0.to_string(), t.partitions))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
-    let mut config = kafka::client_config(brokers);
-    config.set("group.id", group);
-    let consumer = kafka::plain_consumer(&config)?;
-    let groups = consumer
-        .fetch_group_list(Some(group), TIMEOUT)
+async fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
+    let admin = admin(brokers)?;
+    let groups = admin
+        .groups()
+        .await
         .with_context(|| format!("cannot describe {group}"))?;
-    let Some(g) = groups.groups().iter().find(|g| g.name() == group) else {
+    let Some(g) = groups.into_iter().find(|g| g.name == group) else {
         anyhow::bail!("no group {group}");
     };
-    println!(
-        "group {group}: state {}, protocol {} {}",
-        g.state(),
-        g.protocol_type(),
-        g.protocol()
-    );
+    println!("group {group}: state {}, protocol {}", g.state, g.protocol);
     println!("\n{:<48} {:<22} ASSIGNMENT", "MEMBER", "HOST");
-    for m in g.members() {
-        let parts: Vec<String> = assignment(m.assignment())
-            .into_iter()
+    for m in &g.members {
+        let parts: Vec<String> = m
+            .assignment
+            .iter()
             .map(|(t, p)| format!("{t}{p:?}"))
             .collect();
-        println!("{:<48} {:<22} {}", m.id(), m.client_host(), parts.join(" "));
+        println!("{:<48} {:<22} {}", m.id, m.host, parts.join(" "));
     }
-    // Committed offsets: ask for every partition of every topic and keep those the group committed.
-    let metadata = kafka::fetch_metadata(consumer.client(), brokers, None)?;
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(t.name(), p.id());
-        }
-    }
-    let committed = consumer
-        .committed_offsets(tpl, TIMEOUT)
+    let offsets = admin
+        .group_offsets(group)
+        .await
         .context("cannot fetch committed offsets")?;
     println!(
         "\n{:<32} {:>9} {:>12} {:>12} {:>8}",
         "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
     );
-    for e in committed.elements() {
-        let Offset::Offset(at) = e.offset() else {
-            continue;
-        };
-        let (_, high) = consumer
-            .fetch_watermarks(e.topic(), e.partition(), TIMEOUT)
-            .unwrap_or((0, at));
+    for o in offsets {
         println!(
             "{:<32} {:>9} {:>12} {:>12} {:>8}",
-            e.topic(),
-            e.partition(),
-            at,
-            high,
-            (high - at).max(0)
+            o.topic, o.partition, o.committed, o.end, o.lag
         );
     }
     Ok(())

@@ -14,6 +14,7 @@ mod dlq;
 mod groups;
 mod kafka;
 mod produce;
+mod replay;
 mod serve;
 mod services;
 mod topics;
@@ -56,6 +57,9 @@ enum Command {
     /// Measure produce and consume throughput and the disk's fsynced write bandwidth.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Rebuild a read model from its event store (safe to run twice and while services run).
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Groups(command) => groups::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Bench(command) => bench::run(command).await,
+        Command::Replay(command) => replay::run(command).await,
     }
 }
 

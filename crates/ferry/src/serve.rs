@@ -9,7 +9,7 @@ use clap::{ArgAction, Args};
 use ferry_broker::{BrokerConfig, BrokerHandle};
 use ferry_service::ServiceConfig;
 
-use crate::services::Service;
+use crate::services::{Service, Upstream};
 
 /// The single source of the broker's defaults, shown by `--help`.
 fn defaults() -> BrokerConfig {
@@ -65,6 +65,10 @@ pub struct UpArgs {
     /// PostgreSQL URL for every service's tables, instead of SQLite files under --data.
     #[arg(long, env = "DATABASE_URL")]
     database_url: Option<String>,
+    /// Listen on free ports instead of the defaults (a second copy beside a running one, tests);
+    /// the table printed at start says which.
+    #[arg(long)]
+    free_ports: bool,
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
@@ -86,6 +90,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         None => Some(
             start(BrokerConfig {
                 data_dir: args.data.join("broker"),
+                listen: if args.free_ports {
+                    SocketAddr::from(([127, 0, 0, 1], 0))
+                } else {
+                    defaults().listen
+                },
                 ..defaults()
             })
             .await?,
@@ -99,18 +108,39 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut services = Vec::new();
+    let mut upstreams = Vec::new();
     for service in Service::ALL {
-        let mut config = ServiceConfig::new(&brokers, &args.data, service.default_port());
+        let port = if args.free_ports {
+            0
+        } else {
+            service.default_port()
+        };
+        let mut config = ServiceConfig::new(&brokers, &args.data, port);
         config.database_url = args.database_url.clone();
-        services.push((service, service.start(config, shutdown.clone()).await?));
+        // Services started before this one, by name (posts-query reads posts-command's feed).
+        config.peers.extend(
+            upstreams
+                .iter()
+                .map(|u: &Upstream| (u.name.clone(), u.url.clone())),
+        );
+        let handle = service.start(config, &upstreams, shutdown.clone()).await?;
+        upstreams.push(Upstream::new(
+            service.name(),
+            format!("http://{}", handle.addr),
+        ));
+        services.push((service, handle));
     }
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
-        "ferry is up in {:.1} s (data in {}); press Ctrl-C to stop.\n",
+        "ferry is up in {:.1} s (data in {}); press Ctrl-C to stop.",
         started.elapsed().as_secs_f64(),
         args.data.display()
     )?;
+    if let Some((_, dashboard)) = services.iter().find(|(s, _)| *s == Service::Dashboard) {
+        writeln!(stdout, "Open the dashboard: http://{}/", dashboard.addr)?;
+    }
+    writeln!(stdout)?;
     writeln!(stdout, "  {:<18} {:<24} TRY", "SERVICE", "ADDRESS")?;
     let broker_note = if broker.is_some() {
         "built-in Kafka-protocol broker"

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::ValueEnum;
+pub use dashboard::Upstream;
 use ferry_service::{ServiceConfig, ServiceHandle};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -30,14 +31,26 @@ pub enum Service {
     PostsCommand,
     /// Posts query side: the read model (5011).
     PostsQuery,
+    /// Invoice generator: gap-free invoice numbers (8001).
+    InvoiceGenerator,
+    /// Score calculator: scores from invoice histories (8002).
+    ScoreCalculator,
+    /// Dashboard and gateway: the web page and one origin for every API (8000).
+    Dashboard,
 }
 
-type Start =
-    fn(ServiceConfig, CancellationToken) -> BoxFuture<'static, anyhow::Result<ServiceHandle>>;
+/// How a service starts: its configuration, the other services' addresses (only the
+/// dashboard uses them), the shutdown token.
+type Start = fn(
+    ServiceConfig,
+    Vec<Upstream>,
+    CancellationToken,
+) -> BoxFuture<'static, anyhow::Result<ServiceHandle>>;
 
 impl Service {
-    /// Every service, in the order `ferry up` starts and lists them.
-    pub const ALL: [Service; 8] = [
+    /// Every service, in the order `ferry up` starts and lists them. The dashboard comes last:
+    /// it is given the addresses of all the others.
+    pub const ALL: [Service; 11] = [
         Service::CoursesProducer,
         Service::CoursesConsumer,
         Service::Customers,
@@ -46,6 +59,9 @@ impl Service {
         Service::UsersConsumer,
         Service::PostsCommand,
         Service::PostsQuery,
+        Service::InvoiceGenerator,
+        Service::ScoreCalculator,
+        Service::Dashboard,
     ];
 
     /// The port it listens on unless told otherwise.
@@ -59,6 +75,9 @@ impl Service {
             Service::UsersConsumer => users::CONSUMER_PORT,
             Service::PostsCommand => posts::COMMAND_PORT,
             Service::PostsQuery => posts::QUERY_PORT,
+            Service::InvoiceGenerator => invoices::PORT,
+            Service::ScoreCalculator => scores::PORT,
+            Service::Dashboard => dashboard::PORT,
         }
     }
 
@@ -73,6 +92,9 @@ impl Service {
             Service::UsersConsumer => "users-consumer",
             Service::PostsCommand => "posts-command",
             Service::PostsQuery => "posts-query",
+            Service::InvoiceGenerator => "invoice-generator",
+            Service::ScoreCalculator => "score-calculator",
+            Service::Dashboard => "dashboard",
         }
     }
 
@@ -87,41 +109,56 @@ impl Service {
             Service::UsersConsumer => "/users",
             Service::PostsCommand => "/openapi.json",
             Service::PostsQuery => "/api/v1/PostLookup",
+            Service::InvoiceGenerator => "/api/invoices",
+            Service::ScoreCalculator => "/api/scores",
+            Service::Dashboard => "/",
         }
     }
 
     fn starter(self) -> Start {
         match self {
             Service::CoursesProducer => {
-                |c, s| Box::pin(async move { Ok(courses::start_producer(c, s).await?) })
+                |c, _, s| Box::pin(async move { Ok(courses::start_producer(c, s).await?) })
             }
             Service::CoursesConsumer => {
-                |c, s| Box::pin(async move { Ok(courses::start_consumer(c, s).await?) })
+                |c, _, s| Box::pin(async move { Ok(courses::start_consumer(c, s).await?) })
             }
-            Service::Customers => |c, s| Box::pin(async move { Ok(customers::start(c, s).await?) }),
-            Service::Orders => |c, s| Box::pin(async move { Ok(orders::start(c, s).await?) }),
+            Service::Customers => {
+                |c, _, s| Box::pin(async move { Ok(customers::start(c, s).await?) })
+            }
+            Service::Orders => |c, _, s| Box::pin(async move { Ok(orders::start(c, s).await?) }),
             Service::UsersProducer => {
-                |c, s| Box::pin(async move { Ok(users::start_producer(c, s).await?) })
+                |c, _, s| Box::pin(async move { Ok(users::start_producer(c, s).await?) })
             }
             Service::UsersConsumer => {
-                |c, s| Box::pin(async move { Ok(users::start_consumer(c, s).await?) })
+                |c, _, s| Box::pin(async move { Ok(users::start_consumer(c, s).await?) })
             }
             Service::PostsCommand => {
-                |c, s| Box::pin(async move { Ok(posts::start_command(c, s).await?) })
+                |c, _, s| Box::pin(async move { Ok(posts::start_command(c, s).await?) })
             }
             Service::PostsQuery => {
-                |c, s| Box::pin(async move { Ok(posts::start_query(c, s).await?) })
+                |c, _, s| Box::pin(async move { Ok(posts::start_query(c, s).await?) })
+            }
+            Service::InvoiceGenerator => {
+                |c, _, s| Box::pin(async move { Ok(invoices::start(c, s).await?) })
+            }
+            Service::ScoreCalculator => {
+                |c, _, s| Box::pin(async move { Ok(scores::start(c, s).await?) })
+            }
+            Service::Dashboard => {
+                |c, u, s| Box::pin(async move { Ok(dashboard::start(c, u, s).await?) })
             }
         }
     }
 
-    /// Start it.
+    /// Start it; the dashboard forwards to and watches `upstreams`.
     pub async fn start(
         self,
         config: ServiceConfig,
+        upstreams: &[Upstream],
         shutdown: CancellationToken,
     ) -> anyhow::Result<ServiceHandle> {
-        (self.starter())(config, shutdown)
+        (self.starter())(config, upstreams.to_vec(), shutdown)
             .await
             .with_context(|| format!("cannot start {}", self.name()))
     }
@@ -148,6 +185,35 @@ pub struct RunArgs {
     /// amqp://... to run a service that supports it (users) over RabbitMQ instead of Kafka.
     #[arg(long)]
     transport: Option<String>,
+    /// Where another service runs, as NAME=URL (repeatable): the dashboard watches and forwards
+    /// to them, posts-query reads posts-command's event feed. Those not given are expected on
+    /// 127.0.0.1 at their default ports.
+    #[arg(long = "upstream", value_parser = parse_upstream)]
+    upstreams: Vec<Upstream>,
+}
+
+fn parse_upstream(s: &str) -> Result<Upstream, String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=URL, got {s:?}"))?;
+    if Service::from_str(name, true).is_err() {
+        return Err(format!("no service called {name:?}"));
+    }
+    Ok(Upstream::new(name, url))
+}
+
+/// Every service but the dashboard at its default port on 127.0.0.1, except those in `given`.
+fn default_upstreams(given: Vec<Upstream>) -> Vec<Upstream> {
+    let mut upstreams = given;
+    for service in Service::ALL {
+        if service != Service::Dashboard && !upstreams.iter().any(|u| u.name == service.name()) {
+            upstreams.push(Upstream::new(
+                service.name(),
+                format!("http://127.0.0.1:{}", service.default_port()),
+            ));
+        }
+    }
+    upstreams
 }
 
 /// Run one service until Ctrl-C or SIGTERM.
@@ -162,7 +228,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let shutdown = CancellationToken::new();
-    let handle = args.service.start(config, shutdown.clone()).await?;
+    let upstreams = default_upstreams(args.upstreams);
+    config
+        .peers
+        .extend(upstreams.iter().map(|u| (u.name.clone(), u.url.clone())));
+    let handle = args
+        .service
+        .start(config, &upstreams, shutdown.clone())
+        .await?;
     println!("{} listening on http://{}", handle.name, handle.addr);
     crate::serve::shutdown_signal().await?;
     shutdown.cancel();

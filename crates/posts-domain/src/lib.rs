@@ -17,7 +17,6 @@ mod error;
 mod events;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -96,7 +95,7 @@ impl PostCommand {
             post_id: Uuid::now_v7(),
             author: author.into(),
             message: message.into(),
-            at: now_millis(),
+            at: ferry_toolkit::now_millis(),
         }
     }
 
@@ -106,7 +105,7 @@ impl PostCommand {
             comment_id: Uuid::now_v7(),
             comment: comment.into(),
             username: username.into(),
-            at: now_millis(),
+            at: ferry_toolkit::now_millis(),
         }
     }
 
@@ -120,7 +119,7 @@ impl PostCommand {
             comment_id,
             comment: comment.into(),
             username: username.into(),
-            at: now_millis(),
+            at: ferry_toolkit::now_millis(),
         }
     }
 }
@@ -335,12 +334,4 @@ fn non_empty(text: &str, error: PostError) -> Result<()> {
     } else {
         Ok(())
     }
-}
-
-fn now_millis() -> i64 {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    i64::try_from(millis).unwrap_or(i64::MAX)
 }

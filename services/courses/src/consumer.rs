@@ -3,11 +3,9 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use ferry_contracts::courses::{CourseMessage, Method, TOPIC};
-use ferry_service::{ApiError, ApiJson, ServiceConfig, ServiceHandle};
-use ferry_toolkit::kafka::{self, KafkaConfig};
-use ferry_toolkit::ops::Health;
+use ferry_service::{ApiError, ApiJson, Runtime, ServiceConfig, ServiceHandle};
 use ferry_toolkit::sql::{Database, inbox};
-use ferry_toolkit::{HandlerError, MessageContext, Publisher, Router, handler_fn};
+use ferry_toolkit::{HandlerError, MessageContext, Router, handler_fn};
 use serde::Serialize;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -48,40 +46,21 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
-    db.migrate(SERVICE, MIGRATIONS).await?;
-    let health = Health::new();
-    let kafka = KafkaConfig::new(&config.brokers);
-    let publisher = Publisher::kafka(&kafka)?;
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.database(MIGRATIONS).await?;
     let handler_db = db.clone();
-    let router = Router::new(GROUP)
-        .subscribe(TOPIC)
-        .health(&health)
-        .handle(handler_fn(
-            move |message: CourseMessage, ctx: MessageContext| {
-                let db = handler_db.clone();
-                async move { apply(&db, message, &ctx).await }
-            },
-        ));
-    let router = kafka::start_router(router, &kafka, publisher)?;
+    let router = Router::new(GROUP).subscribe(TOPIC).handle(handler_fn(
+        move |message: CourseMessage, ctx: MessageContext| {
+            let db = handler_db.clone();
+            async move { apply(&db, message, &ctx).await }
+        },
+    ));
+    runtime.start_router(router)?;
     let app = axum::Router::new()
         .route("/api/v1/courses", get(list))
         .route("/api/v1/courses/{id}", get(get_one))
         .with_state(db);
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        health,
-        Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        router.shutdown().await;
-    });
-    Ok(handle)
+    Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
 /// Apply one message, once: the inbox record and the catalogue change commit together.

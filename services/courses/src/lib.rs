@@ -40,14 +40,5 @@ pub struct Course {
     pub active: bool,
 }
 
-/// Why a service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The database or the Kafka client could not be set up.
-    #[error(transparent)]
-    Toolkit(#[from] ferry_toolkit::Error),
-    /// The HTTP port could not be bound.
-    #[error("cannot serve HTTP: {0}")]
-    Http(#[from] std::io::Error),
-}
+/// Why the service could not start.
+pub use ferry_service::StartError as Error;

@@ -5,12 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{post, put};
 use ferry_contracts::courses::{CourseMessage, Method, TOPIC};
-use ferry_service::{ApiError, ApiJson, ServiceConfig, ServiceHandle};
-use ferry_toolkit::kafka::KafkaConfig;
-use ferry_toolkit::ops::Health;
+use ferry_service::{ApiError, ApiJson, Runtime, ServiceConfig, ServiceHandle};
+use ferry_toolkit::Envelope;
 use ferry_toolkit::sql::Database;
-use ferry_toolkit::sql::outbox::{self, Relay, RelayWaker};
-use ferry_toolkit::{Envelope, Publisher};
+use ferry_toolkit::sql::outbox::{self, RelayWaker};
 use serde::Deserialize;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -68,32 +66,14 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
-    db.migrate(SERVICE, MIGRATIONS).await?;
-    let publisher = Publisher::kafka(&KafkaConfig::new(&config.brokers))?;
-    let relay = Relay::start(db.clone(), publisher);
-    let state = AppState {
-        db,
-        relay: relay.waker(),
-    };
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.database(MIGRATIONS).await?;
+    let relay = runtime.start_relay(&db);
     let app = axum::Router::new()
         .route("/api/v1/courses", post(create))
         .route("/api/v1/courses/{id}", put(update).delete(delete))
-        .with_state(state);
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        Health::new(),
-        Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        relay.shutdown().await;
-    });
-    Ok(handle)
+        .with_state(AppState { db, relay });
+    Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
 /// A required, non-blank text field.

@@ -30,11 +30,8 @@ mod api;
 mod saga;
 
 use ferry_contracts::orders::{OrderValidated, TOPIC};
-use ferry_service::{ServiceConfig, ServiceHandle};
-use ferry_toolkit::kafka::{self, KafkaConfig};
-use ferry_toolkit::ops::Health;
-use ferry_toolkit::sql::outbox::Relay;
-use ferry_toolkit::{MessageContext, Publisher, Router, handler_fn};
+use ferry_service::{Runtime, ServiceConfig, ServiceHandle};
+use ferry_toolkit::{MessageContext, Router, handler_fn};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
@@ -61,16 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 /// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The database or the Kafka client could not be set up.
-    #[error(transparent)]
-    Toolkit(#[from] ferry_toolkit::Error),
-    /// The HTTP port could not be bound.
-    #[error("cannot serve HTTP: {0}")]
-    Http(#[from] std::io::Error),
-}
+pub use ferry_service::StartError as Error;
 
 /// Start the service: database, outbox relay, the verdict handler on `ReactiveMicroservices`,
 /// HTTP.
@@ -78,37 +66,18 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
-    db.migrate(SERVICE, MIGRATIONS).await?;
-    let health = Health::new();
-    let kafka = KafkaConfig::new(&config.brokers);
-    let publisher = Publisher::kafka(&kafka)?;
-    let relay = Relay::start(db.clone(), publisher.clone());
-    let (handler_db, waker) = (db.clone(), relay.waker());
-    let router = Router::new(GROUP)
-        .subscribe(TOPIC)
-        .health(&health)
-        .handle(handler_fn(
-            move |verdict: OrderValidated, ctx: MessageContext| {
-                let (db, waker) = (handler_db.clone(), waker.clone());
-                async move { saga::conclude(&db, &waker, verdict, &ctx).await }
-            },
-        ));
-    let router = kafka::start_router(router, &kafka, publisher)?;
-    let app = api::routes(db, relay.waker());
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        health,
-        api::Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        router.shutdown().await;
-        relay.shutdown().await;
-    });
-    Ok(handle)
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.database(MIGRATIONS).await?;
+    let relay = runtime.start_relay(&db);
+    let (handler_db, waker) = (db.clone(), relay.clone());
+    let router = Router::new(GROUP).subscribe(TOPIC).handle(handler_fn(
+        move |verdict: OrderValidated, ctx: MessageContext| {
+            let (db, waker) = (handler_db.clone(), waker.clone());
+            async move { saga::conclude(&db, &waker, verdict, &ctx).await }
+        },
+    ));
+    runtime.start_router(router)?;
+    Ok(runtime
+        .serve(api::routes(db, relay), api::Api::openapi())
+        .await?)
 }

@@ -1,26 +1,23 @@
-//! The command service: runs post commands through the event-sourced aggregate, and
-//! `RestoreReadDb`, which republishes the event store to the topic.
+//! The command service: runs post commands through the event-sourced aggregate, serves the
+//! event store as a read-only feed (for the query service's rebuilds and gap catch-ups), and
+//! forwards `RestoreReadDb` to the query service as a message.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{delete, post, put};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post, put};
 use ferry_es::{Aggregate, CommandError, CommandHandler, EventStore, Recorded};
-use ferry_service::{ApiError, ApiJson, ServiceConfig, ServiceHandle};
-use ferry_toolkit::kafka::KafkaConfig;
-use ferry_toolkit::ops::Health;
-use ferry_toolkit::sql::outbox::{self, Relay, RelayWaker};
-use ferry_toolkit::{Envelope, Message, Publisher};
-use posts_domain::{ErrorKind, Post, PostCommand, PostError, PostEvent, TOPIC};
+use ferry_service::{ApiError, ApiJson, ApiQuery, Runtime, ServiceConfig, ServiceHandle};
+use ferry_toolkit::Envelope;
+use ferry_toolkit::sql::outbox::{self, RelayWaker};
+use posts_domain::{ErrorKind, Post, PostCommand, PostError, PostEvent};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
-use crate::Error;
-
-const SERVICE: &str = "posts-command";
-/// Events read from the store per batch when republishing.
-const BATCH: usize = 500;
+use crate::wire::{FeedCount, FeedEvent, FeedPage, RESTORE_TOPIC, RestoreRequested};
+use crate::{COMMAND_SERVICE as SERVICE, Error};
 
 #[derive(Clone)]
 struct AppState {
@@ -93,13 +90,53 @@ struct Done {
     message: String,
 }
 
-/// What `RestoreReadDb` did.
+/// `RestoreReadDb`'s options.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+struct RestoreParams {
+    /// Empty the read model first and rebuild it from scratch (default: only add what it
+    /// lacks).
+    #[serde(default)]
+    reset: bool,
+}
+
+/// What `RestoreReadDb` did: asked the query service to rebuild, as job `job`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Restored {
-    /// How many events were republished.
-    events: u64,
+struct RestoreAccepted {
+    /// The rebuild job's id.
+    job: Uuid,
+    /// Where the query service reports the job's progress (a path on the query service).
+    progress: String,
     /// For people.
     message: String,
+}
+
+/// A page of the feed: after which global position, how many.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct FeedParams {
+    /// Serve events with a global position above this one (default 0: from the start).
+    #[serde(default)]
+    after: i64,
+    /// At most this many events (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// A page of one post's events: after which version, how many.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+struct StreamParams {
+    /// Serve events with a version above this one (default 0: from `PostCreated`).
+    #[serde(default)]
+    after_version: i64,
+    /// At most this many events (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// Where a count starts.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+struct CountParams {
+    /// Count events with a global position above this one (default 0: all).
+    #[serde(default)]
+    after: i64,
 }
 
 #[derive(OpenApi)]
@@ -112,7 +149,10 @@ struct Restored {
         edit_comment,
         remove_comment,
         delete_post,
-        restore_read_db
+        restore_read_db,
+        feed,
+        feed_count,
+        feed_by_post
     ),
     components(schemas(
         NewPost,
@@ -122,23 +162,27 @@ struct Restored {
         RemoveComment,
         DeletePost,
         Done,
-        Restored
+        RestoreAccepted,
+        FeedPage,
+        FeedEvent,
+        FeedCount
     ))
 )]
 struct Api;
 
-/// Start the command service: event store, outbox relay, HTTP.
+/// Start the command service: event store, outbox relay, HTTP. The handle's task ends once
+/// the HTTP server and the relay have stopped.
 pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.config().database(SERVICE).await?;
     ferry_es::migrate(&db).await?;
-    let publisher = Publisher::kafka(&KafkaConfig::new(&config.brokers))?;
-    let relay = Relay::start(db.clone(), publisher);
+    let relay = runtime.start_relay(&db);
     let state = AppState {
-        handler: CommandHandler::<Post>::new(EventStore::new(db)).with_outbox(TOPIC),
-        relay: relay.waker(),
+        handler: CommandHandler::<Post>::new(EventStore::new(db)).with_outbox(posts_domain::TOPIC),
+        relay,
     };
     let app = axum::Router::new()
         .route("/api/v1/NewPost", post(new_post))
@@ -149,21 +193,11 @@ pub async fn start(
         .route("/api/v1/RemoveComment/{id}", delete(remove_comment))
         .route("/api/v1/DeletePost/{id}", delete(delete_post))
         .route("/api/v1/RestoreReadDb", post(restore_read_db))
+        .route("/api/v1/EventFeed", get(feed))
+        .route("/api/v1/EventFeed/count", get(feed_count))
+        .route("/api/v1/EventFeed/byPost/{id}", get(feed_by_post))
         .with_state(state);
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        Health::new(),
-        Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        relay.shutdown().await;
-    });
-    Ok(handle)
+    Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
 /// A rule violation as HTTP: unknown post or comment 404, invalid input 422 (field), any
@@ -334,68 +368,109 @@ async fn delete_post(
     Ok(done(id, "Delete post request completed successfully!"))
 }
 
-/// Stage one stored event in the outbox with its original message id (the event id).
-async fn restage<M: Message>(
-    tx: &mut sqlx::AnyConnection,
-    recorded: &Recorded<PostEvent>,
-    message: &M,
-) -> ferry_toolkit::Result<()> {
-    let mut envelope = Envelope::new::<M>();
-    envelope.message_id = recorded.event_id;
-    envelope.correlation_id = recorded
-        .metadata
-        .correlation_id
-        .unwrap_or(recorded.event_id);
-    envelope.causation_id = recorded.metadata.causation_id;
-    envelope.produced_at = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(u64::try_from(recorded.recorded_at).unwrap_or(0));
-    outbox::enqueue(tx, TOPIC, message, &envelope).await
-}
-
-/// Rebuild the read model: republish every stored event, in order, with its original message
-/// id, so the query service applies those it has not seen and skips the rest.
-#[utoipa::path(post, path = "/api/v1/RestoreReadDb",
-    responses((status = 201, body = Restored)))]
+/// Ask the query service to rebuild its read model from the event store: stages one
+/// [`RestoreRequested`] in the outbox (nothing is republished) and answers 202 with the job's
+/// id; the query service runs the job and reports its progress at
+/// `GET /api/v1/RestoreReadDb/{job}`. Safe to run twice and while commands arrive.
+#[utoipa::path(post, path = "/api/v1/RestoreReadDb", params(RestoreParams),
+    responses((status = 202, body = RestoreAccepted), (status = 400)))]
 async fn restore_read_db(
     State(state): State<AppState>,
-) -> Result<(StatusCode, ApiJson<Restored>), ApiError> {
-    let store = state.handler.store();
-    // Read first, then write: a read on the pool inside an open SQLite write transaction
-    // could wait on the connection the transaction holds.
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let batch = store
-            .read_all::<PostEvent>(Post::TYPE, after, BATCH)
-            .await
-            .map_err(ApiError::internal)?;
-        let Some(last) = batch.last() else { break };
-        after = last.position;
-        all.extend(batch);
-    }
-    let mut tx = store.database().begin().await.map_err(ApiError::internal)?;
-    for r in &all {
-        let staged = match &r.event {
-            PostEvent::PostCreated(e) => restage(&mut tx, r, e).await,
-            PostEvent::MessageUpdated(e) => restage(&mut tx, r, e).await,
-            PostEvent::PostLiked(e) => restage(&mut tx, r, e).await,
-            PostEvent::CommentAdded(e) => restage(&mut tx, r, e).await,
-            PostEvent::CommentUpdated(e) => restage(&mut tx, r, e).await,
-            PostEvent::CommentRemoved(e) => restage(&mut tx, r, e).await,
-            PostEvent::PostRemoved(e) => restage(&mut tx, r, e).await,
-        };
-        staged.map_err(ApiError::internal)?;
-    }
-    let events = all.len() as u64;
+    ApiQuery(params): ApiQuery<RestoreParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = RestoreRequested {
+        job_id: Uuid::now_v7(),
+        reset: params.reset,
+    };
+    let mut tx = state
+        .handler
+        .store()
+        .database()
+        .begin()
+        .await
+        .map_err(ApiError::internal)?;
+    outbox::enqueue(
+        &mut tx,
+        RESTORE_TOPIC,
+        &request,
+        &Envelope::new::<RestoreRequested>(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     state.relay.notify();
+    let progress = format!("/api/v1/RestoreReadDb/{}", request.job_id);
     Ok((
-        StatusCode::CREATED,
-        ApiJson(Restored {
-            events,
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, progress.clone())],
+        ApiJson(RestoreAccepted {
+            job: request.job_id,
             message: format!(
-                "Read database restore request completed successfully! ({events} event(s) republished)"
+                "Read database restore requested; the query service ({}) reports its progress at {progress}.",
+                crate::QUERY_SERVICE
             ),
+            progress,
         }),
     ))
+}
+
+fn feed_page(events: &[Recorded<PostEvent>]) -> Result<ApiJson<FeedPage>, ApiError> {
+    let events = events
+        .iter()
+        .map(FeedEvent::from_recorded)
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(ApiJson(FeedPage { events }))
+}
+
+/// The event store, read-only: post events after a global position, in global (commit) order.
+#[utoipa::path(get, path = "/api/v1/EventFeed", params(FeedParams),
+    responses((status = 200, body = FeedPage), (status = 400)))]
+async fn feed(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<FeedParams>,
+) -> Result<ApiJson<FeedPage>, ApiError> {
+    let limit = ferry_service::limit(params.limit)? as usize;
+    let events = state
+        .handler
+        .store()
+        .read_all::<PostEvent>(Post::TYPE, params.after, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    feed_page(&events)
+}
+
+/// How many post events the store has after a global position.
+#[utoipa::path(get, path = "/api/v1/EventFeed/count", params(CountParams),
+    responses((status = 200, body = FeedCount), (status = 400)))]
+async fn feed_count(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<CountParams>,
+) -> Result<ApiJson<FeedCount>, ApiError> {
+    let count = state
+        .handler
+        .store()
+        .count_after(Post::TYPE, params.after)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ApiJson(FeedCount { count }))
+}
+
+/// One post's events after a version, in order (empty for an unknown post).
+#[utoipa::path(get, path = "/api/v1/EventFeed/byPost/{id}", params(StreamParams),
+    responses((status = 200, body = FeedPage), (status = 400), (status = 404)))]
+async fn feed_by_post(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<StreamParams>,
+) -> Result<ApiJson<FeedPage>, ApiError> {
+    let id = post_id(&id)?;
+    let limit = ferry_service::limit(params.limit)? as usize;
+    let events = state
+        .handler
+        .store()
+        .read_stream_page::<PostEvent>(&id.to_string(), params.after_version, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    feed_page(&events)
 }

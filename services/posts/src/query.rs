@@ -1,51 +1,56 @@
 //! The query service: keeps the read model from topic `SocialMediaPostEvents`, applying each
-//! event once, and serves `PostLookup`.
+//! post's events once and in order by their stream version ([`crate::read_model`]), serves
+//! `PostLookup`, and runs `RestoreReadDb` jobs that rebuild the read model from the command
+//! service's event feed ([`crate::jobs`]).
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
-use axum::routing::get;
-use ferry_service::{ApiError, ApiJson, ServiceConfig, ServiceHandle};
-use ferry_toolkit::kafka::{self, KafkaConfig};
-use ferry_toolkit::ops::Health;
-use ferry_toolkit::sql::{Database, inbox};
-use ferry_toolkit::{HandlerError, Message, MessageContext, Publisher, Router, handler_fn};
+use axum::extract::{FromRef, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use ferry_service::{
+    ApiError, ApiJson, ApiQuery, ErrorCode, Runtime, ServiceConfig, ServiceHandle,
+};
+use ferry_toolkit::sql::Database;
+use ferry_toolkit::{HandlerError, Message, MessageContext, RetryPolicy, Router, handler_fn};
 use posts_domain::{
     CommentAdded, CommentRemoved, CommentUpdated, MessageUpdated, PostCreated, PostEvent,
     PostLiked, PostRemoved, TOPIC,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
+use uuid::Uuid;
 
-use crate::Error;
+use crate::jobs::{JobState, JobView, Jobs};
+use crate::read_model::{self, Outcome, SERVICE};
+use crate::rebuild::RebuildProgress;
+use crate::source::EventSource;
+use crate::wire::{RESTORE_TOPIC, RestoreRequested};
+use crate::{COMMAND_PORT, COMMAND_SERVICE, Error};
 
-const SERVICE: &str = "posts-query";
 /// The consumer group.
 pub const GROUP: &str = "posts-query";
 
-// Booleans are INTEGER 0/1: sqlx's Any driver maps no boolean type on SQLite.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "read model",
-    "CREATE TABLE posts (
-        id TEXT PRIMARY KEY,
-        author TEXT NOT NULL,
-        message TEXT NOT NULL,
-        date_posted BIGINT NOT NULL,
-        likes BIGINT NOT NULL DEFAULT 0
-    );
-    CREATE TABLE comments (
-        id TEXT PRIMARY KEY,
-        post_id TEXT NOT NULL,
-        username TEXT NOT NULL,
-        comment TEXT NOT NULL,
-        comment_date BIGINT NOT NULL,
-        edited INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX comments_post ON comments (post_id)",
-)];
+/// Attempts after which a message whose version the event store does not have (yet) is
+/// dead-lettered rather than retried: the relay publishes an event only after it is stored,
+/// so such a message did not come from this event store.
+const AHEAD_ATTEMPTS: u32 = 3;
+
+#[derive(Clone)]
+struct AppState {
+    db: Database,
+    source: EventSource,
+    jobs: Jobs,
+}
+
+impl FromRef<AppState> for Database {
+    fn from_ref(state: &AppState) -> Database {
+        state.db.clone()
+    }
+}
 
 /// A comment as the read model shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -79,138 +84,215 @@ struct PostLookup {
     message: String,
 }
 
+/// `RestoreReadDb`'s options.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+struct RestoreParams {
+    /// Empty the read model first and rebuild it from scratch (default: only add what it
+    /// lacks, which keeps every lookup answering meanwhile).
+    #[serde(default)]
+    reset: bool,
+}
+
+/// Every known job, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct JobList {
+    jobs: Vec<JobView>,
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    paths(all, by_id, by_author, with_comments, with_likes),
-    components(schemas(PostLookup, PostView, CommentView))
+    paths(
+        all,
+        by_id,
+        by_author,
+        with_comments,
+        with_likes,
+        restore_read_db,
+        restore_jobs,
+        restore_job
+    ),
+    components(schemas(
+        PostLookup,
+        PostView,
+        CommentView,
+        JobView,
+        JobState,
+        JobList,
+        RebuildProgress
+    ))
 )]
 struct Api;
 
 /// Registers the handler of one event type: decode it as `M`, apply it as a [`PostEvent`].
-fn on<M>(router: Router, db: &Database) -> Router
+fn on<M>(router: Router, state: &AppState) -> Router
 where
     M: Message + Into<PostEvent>,
 {
-    let db = db.clone();
+    let state = state.clone();
     router.handle(handler_fn(move |message: M, ctx: MessageContext| {
-        let db = db.clone();
-        async move { apply(&db, message.into(), &ctx).await }
+        let state = state.clone();
+        async move { apply(&state, message.into(), &ctx).await }
     }))
 }
 
-/// Start the query service: database, router on the post topic, HTTP.
+/// The command service's address: `peers["posts-command"]`, else its default port on this
+/// host.
+fn command_url(config: &ServiceConfig) -> String {
+    if let Some(url) = config.peers.get(COMMAND_SERVICE) {
+        return url.clone();
+    }
+    let host = if config.host.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        config.host
+    };
+    format!("http://{}", std::net::SocketAddr::new(host, COMMAND_PORT))
+}
+
+/// Start the query service: database, router on the post topic and the restore requests,
+/// HTTP. The handle's task ends once the HTTP server, the router and any running rebuild
+/// have stopped.
 pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
-    db.migrate(SERVICE, MIGRATIONS).await?;
-    let health = Health::new();
-    let kafka = KafkaConfig::new(&config.brokers);
-    let publisher = Publisher::kafka(&kafka)?;
-    let mut router = Router::new(GROUP).subscribe(TOPIC).health(&health);
-    router = on::<PostCreated>(router, &db);
-    router = on::<MessageUpdated>(router, &db);
-    router = on::<PostLiked>(router, &db);
-    router = on::<CommentAdded>(router, &db);
-    router = on::<CommentUpdated>(router, &db);
-    router = on::<CommentRemoved>(router, &db);
-    router = on::<PostRemoved>(router, &db);
-    let router = kafka::start_router(router, &kafka, publisher)?;
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.config().database(SERVICE).await?;
+    read_model::migrate(&db).await?;
+    let source = EventSource::feed(command_url(runtime.config()));
+    let state = AppState {
+        jobs: Jobs::new(source.clone(), db.clone(), runtime.shutdown_token().clone()),
+        db,
+        source,
+    };
+    // A failure here is the read model's database or the event feed being unreachable: keep
+    // trying for minutes before parking the message in the dead-letter topic (from where
+    // `ferry dlq redrive` brings it back; the version check makes that safe).
+    let retry = RetryPolicy {
+        max_attempts: 30,
+        ..RetryPolicy::default()
+    };
+    let mut router = Router::new(GROUP)
+        .subscribe(TOPIC)
+        .subscribe(RESTORE_TOPIC)
+        .retry(retry);
+    router = on::<PostCreated>(router, &state);
+    router = on::<MessageUpdated>(router, &state);
+    router = on::<PostLiked>(router, &state);
+    router = on::<CommentAdded>(router, &state);
+    router = on::<CommentUpdated>(router, &state);
+    router = on::<CommentRemoved>(router, &state);
+    router = on::<PostRemoved>(router, &state);
+    let jobs = state.jobs.clone();
+    router = router.handle(handler_fn(
+        move |request: RestoreRequested, _ctx: MessageContext| {
+            let jobs = jobs.clone();
+            async move {
+                jobs.submit(request.job_id, request.reset);
+                Ok::<_, HandlerError>(())
+            }
+        },
+    ));
+    runtime.start_router(router)?;
+    // Rebuild jobs stop after the router, so no restore request is taken and then dropped.
+    let jobs = state.jobs.clone();
+    runtime.stop_on_shutdown(async move { jobs.stopped().await });
     let app = axum::Router::new()
         .route("/api/v1/PostLookup", get(all))
         .route("/api/v1/PostLookup/byId/{id}", get(by_id))
         .route("/api/v1/PostLookup/byAuthor/{author}", get(by_author))
         .route("/api/v1/PostLookup/withComments", get(with_comments))
         .route("/api/v1/PostLookup/withLikes/{likes}", get(with_likes))
-        .with_state(db);
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        health,
-        Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        router.shutdown().await;
-    });
-    Ok(handle)
+        .route(
+            "/api/v1/RestoreReadDb",
+            post(restore_read_db).get(restore_jobs),
+        )
+        .route("/api/v1/RestoreReadDb/{job}", get(restore_job))
+        .with_state(state);
+    Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
-/// Apply one event, once: the inbox record (by the event's id, which a republication keeps)
-/// and the read-model change commit together.
-async fn apply(db: &Database, event: PostEvent, ctx: &MessageContext) -> Result<(), HandlerError> {
-    let Some(mut tx) = inbox::claim(db, GROUP, ctx.message_id()).await? else {
-        return Ok(());
-    };
-    match event {
-        PostEvent::PostCreated(e) => {
-            sqlx::query(
-                "INSERT INTO posts (id, author, message, date_posted, likes) VALUES ($1, $2, $3, $4, 0)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(e.post_id.to_string())
-            .bind(&e.author)
-            .bind(&e.message)
-            .bind(e.date_posted)
-            .execute(&mut *tx)
-            .await?;
-        }
-        PostEvent::MessageUpdated(e) => {
-            sqlx::query("UPDATE posts SET message = $1 WHERE id = $2")
-                .bind(&e.message)
-                .bind(e.post_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        PostEvent::PostLiked(e) => {
-            sqlx::query("UPDATE posts SET likes = likes + 1 WHERE id = $1")
-                .bind(e.post_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        PostEvent::CommentAdded(e) => {
-            sqlx::query(
-                "INSERT INTO comments (id, post_id, username, comment, comment_date, edited)
-                 VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(e.comment_id.to_string())
-            .bind(e.post_id.to_string())
-            .bind(&e.username)
-            .bind(&e.comment)
-            .bind(e.comment_date)
-            .execute(&mut *tx)
-            .await?;
-        }
-        PostEvent::CommentUpdated(e) => {
-            sqlx::query("UPDATE comments SET comment = $1, edited = 1 WHERE id = $2")
-                .bind(&e.comment)
-                .bind(e.comment_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        PostEvent::CommentRemoved(e) => {
-            sqlx::query("DELETE FROM comments WHERE id = $1")
-                .bind(e.comment_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        PostEvent::PostRemoved(e) => {
-            sqlx::query("DELETE FROM comments WHERE post_id = $1")
-                .bind(e.post_id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM posts WHERE id = $1")
-                .bind(e.post_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+/// Apply one event from the topic, once and in order (see [`crate::read_model`]).
+///
+/// The message's `ferry-stream-version` says where the event sits in its post's stream. The
+/// next version is applied; one the read model has is skipped; one past a gap is not applied
+/// but makes the post catch up from the command service's event feed, which applies the
+/// missing events and this one in order. A message without a version (from a producer that
+/// does not set it) is treated like a gap: the post catches up to the event store.
+async fn apply(
+    state: &AppState,
+    event: PostEvent,
+    ctx: &MessageContext,
+) -> Result<(), HandlerError> {
+    let post_id = event.post_id();
+    let version = ctx.envelope().stream_version;
+    match version {
+        Some(version) => match read_model::apply_one(&state.db, version, &event).await? {
+            Outcome::Applied | Outcome::Duplicate => return Ok(()),
+            Outcome::Gap { last } => {
+                tracing::info!(%post_id, last, version, "gap in a post's events; catching the post up from the event store");
+            }
+        },
+        None => {
+            tracing::debug!(%post_id, "event without a stream version; catching the post up from the event store");
         }
     }
-    tx.commit().await?;
-    Ok(())
+    let synced = read_model::sync_post(&state.source, &state.db, post_id).await?;
+    match version {
+        Some(version) if synced.version < version => {
+            let error = format!(
+                "the event store has post {post_id} up to version {} only, and this message is version {version}",
+                synced.version
+            );
+            Err(if ctx.attempt() >= AHEAD_ATTEMPTS {
+                HandlerError::permanent(error)
+            } else {
+                HandlerError::new(error)
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Rebuild the read model from the event store, in the background: answers the job at once
+/// (202, `Location` = its progress). Safe to run twice and while commands arrive.
+#[utoipa::path(post, path = "/api/v1/RestoreReadDb", params(RestoreParams),
+    responses((status = 202, body = JobView), (status = 400)))]
+async fn restore_read_db(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<RestoreParams>,
+) -> impl IntoResponse {
+    let job = state.jobs.submit(Uuid::now_v7(), params.reset);
+    (
+        StatusCode::ACCEPTED,
+        [(
+            header::LOCATION,
+            format!("/api/v1/RestoreReadDb/{}", job.job),
+        )],
+        ApiJson(job),
+    )
+}
+
+/// The rebuild jobs this query service knows, newest first.
+#[utoipa::path(get, path = "/api/v1/RestoreReadDb", responses((status = 200, body = JobList)))]
+async fn restore_jobs(State(state): State<AppState>) -> ApiJson<JobList> {
+    ApiJson(JobList {
+        jobs: state.jobs.list(),
+    })
+}
+
+/// One rebuild job's progress.
+#[utoipa::path(get, path = "/api/v1/RestoreReadDb/{job}",
+    responses((status = 200, body = JobView), (status = 404)))]
+async fn restore_job(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<ApiJson<JobView>, ApiError> {
+    job.parse()
+        .ok()
+        .and_then(|id| state.jobs.get(id))
+        .map(ApiJson)
+        .ok_or_else(|| ApiError::not_found(format!("restore job {job}")))
 }
 
 const SELECT_POSTS: &str = "SELECT id, author, message, date_posted, likes FROM posts";
@@ -337,7 +419,7 @@ async fn with_likes(
 ) -> Result<ApiJson<PostLookup>, ApiError> {
     let likes: i64 = likes.parse().map_err(|_| {
         ApiError::new(
-            ferry_service::ErrorCode::InvalidParameter,
+            ErrorCode::InvalidParameter,
             format!("{likes:?} is not a number of likes"),
         )
     })?;

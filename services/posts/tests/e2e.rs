@@ -1,13 +1,96 @@
-//! The posts system end to end over HTTP, against the built-in broker in-process.
+//! The posts system end to end over HTTP, against the built-in broker in-process, with real
+//! Kafka clients. The cases that depend on the store run on SQLite and on PostgreSQL
+//! (`FERRY_TEST_POSTGRES_URL`, each service in a fresh database; skipped with a message when
+//! unset).
 
 use std::time::{Duration, Instant};
 
 use ferry_service::ServiceConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use ferry_testkit::pg::FreshDatabase;
+use ferry_testkit::{RawMessage, consume_until, produce_raw};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long any condition may take to hold.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs each case on SQLite and on PostgreSQL.
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Store::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    // Prints "skipped: FERRY_TEST_POSTGRES_URL not set" when unset.
+                    let Some(url) = ferry_testkit::postgres_url() else {
+                        return;
+                    };
+                    super::$case(super::Store::Postgres(url)).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    fifty_concurrent_likes_count_once_and_restore_read_db_is_idempotent,
+    gap_is_filled_before_applying,
+    liked_twice_on_redelivery_counts_once,
+    comments_rules_and_errors,
+);
+
+/// Where the services keep their tables.
+#[derive(Debug, Clone)]
+enum Store {
+    /// SQLite files in a temp directory.
+    Sqlite,
+    /// This PostgreSQL server.
+    Postgres(String),
+}
+
+/// Databases nobody else uses, dropped at the end: a temp directory per SQLite config, a
+/// PostgreSQL database per PostgreSQL config (the services pick their schemas, `posts_command`
+/// and `posts_query`, so a fresh database is what keeps tests and runs apart).
+struct Databases {
+    store: Store,
+    dirs: Vec<tempfile::TempDir>,
+    postgres: Vec<FreshDatabase>,
+}
+
+impl Databases {
+    fn new(store: Store) -> Databases {
+        Databases {
+            store,
+            dirs: Vec::new(),
+            postgres: Vec::new(),
+        }
+    }
+
+    /// A config whose databases are fresh and empty.
+    async fn config(&mut self, bootstrap: &str) -> ServiceConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServiceConfig::new(bootstrap, dir.path(), 0);
+        self.dirs.push(dir);
+        if let Store::Postgres(url) = &self.store {
+            let db = FreshDatabase::create(url, "posts").await;
+            config.database_url = Some(db.url.clone());
+            self.postgres.push(db);
+        }
+        config
+    }
+}
+
+/// The broker, both services, and a client.
 struct System {
     _broker: ferry_broker::BrokerHandle,
     bootstrap: String,
@@ -15,53 +98,81 @@ struct System {
     query: String,
     http: reqwest::Client,
     shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> System {
-    start_with(None).await
-}
-
-/// Start the system; the query service stops with `query_shutdown` if given, else with the
-/// system.
-async fn start_with(query_shutdown: Option<CancellationToken>) -> System {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_test_writer()
-        .try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = ferry_broker::start(ferry_broker::BrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("broker"),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let bootstrap = broker.bootstrap_servers();
-    let shutdown = CancellationToken::new();
-    let config = ServiceConfig::new(&bootstrap, dir.path(), 0);
-    let command = posts::start_command(config.clone(), shutdown.clone())
-        .await
-        .unwrap();
-    let query = posts::start_query(config, query_shutdown.unwrap_or_else(|| shutdown.clone()))
-        .await
-        .unwrap();
-    System {
-        _broker: broker,
-        bootstrap,
-        command: format!("http://{}", command.addr),
-        query: format!("http://{}", query.addr),
-        http: reqwest::Client::new(),
-        shutdown,
-        _dir: dir,
-    }
+    query_stop: CancellationToken,
+    query_task: Option<JoinHandle<()>>,
+    databases: Databases,
 }
 
 impl System {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{}", self.command, path));
+    async fn start(store: Store) -> System {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
+        let mut databases = Databases::new(store);
+        let broker_dir = tempfile::tempdir().unwrap();
+        let broker = ferry_broker::start(ferry_broker::BrokerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: broker_dir.path().join("broker"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        databases.dirs.insert(0, broker_dir);
+        let bootstrap = broker.bootstrap_servers();
+        let shutdown = CancellationToken::new();
+        let config = databases.config(&bootstrap).await;
+        let command = posts::start_command(config, shutdown.clone())
+            .await
+            .unwrap();
+        let mut s = System {
+            _broker: broker,
+            bootstrap,
+            command: format!("http://{}", command.addr),
+            query: String::new(),
+            http: reqwest::Client::new(),
+            query_stop: CancellationToken::new(),
+            query_task: None,
+            shutdown,
+            databases,
+        };
+        s.start_query().await;
+        s
+    }
+
+    /// Starts a query service with an empty read model, in the consumer group (so it resumes
+    /// at the group's committed offsets).
+    async fn start_query(&mut self) {
+        let mut config = self.databases.config(&self.bootstrap).await;
+        config
+            .peers
+            .insert(posts::COMMAND_SERVICE.to_owned(), self.command.clone());
+        self.query_stop = self.shutdown.child_token();
+        let query = posts::start_query(config, self.query_stop.clone())
+            .await
+            .unwrap();
+        self.query = format!("http://{}", query.addr);
+        self.query_task = Some(query.task);
+    }
+
+    /// The read model is lost: the query service stops (it has left the consumer group when
+    /// this returns) and a new one with an empty database takes over the group.
+    async fn replace_query_with_an_empty_one(&mut self) {
+        self.query_stop.cancel();
+        if let Some(task) = self.query_task.take() {
+            task.await.unwrap();
+        }
+        self.start_query().await;
+    }
+
+    async fn call(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{base}{path}"));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -69,6 +180,16 @@ impl System {
         let status = resp.status();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A request to the command service.
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(&self.command, method, path, body).await
+    }
+
+    /// A GET from the query service.
+    async fn read(&self, path: &str) -> (StatusCode, Value) {
+        self.call(&self.query, Method::GET, path, None).await
     }
 
     async fn new_post(&self, author: &str, message: &str) -> String {
@@ -86,20 +207,27 @@ impl System {
             .to_owned()
     }
 
-    async fn read(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{}", self.query, path))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        (status, resp.json().await.unwrap_or(Value::Null))
+    async fn like(&self, id: &str) {
+        let (status, body) = self
+            .send(Method::PUT, &format!("/api/v1/LikePost/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    /// Poll the query service until `cond` holds for the answer to `path`, or fail after 20 s.
+    async fn comment(&self, id: &str, comment: &str) {
+        let (status, body) = self
+            .send(
+                Method::PUT,
+                &format!("/api/v1/AddComment/{id}"),
+                Some(json!({"comment": comment, "username": "bob"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    /// Poll the query service until `cond` holds for the answer to `path`, or fail.
     async fn until(&self, path: &str, cond: impl Fn(StatusCode, &Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + DEADLINE;
         loop {
             let (status, body) = self.read(path).await;
             if cond(status, &body) {
@@ -112,6 +240,42 @@ impl System {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// `RestoreReadDb` on `base` (either service); polls the query service until the job has
+    /// finished, asserts it is done, and returns its report.
+    async fn restore(&self, base: &str, query: &str) -> Value {
+        let (status, accepted) = self
+            .call(
+                base,
+                Method::POST,
+                &format!("/api/v1/RestoreReadDb{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        let job = accepted["job"].as_str().expect("a job id").to_owned();
+        let report = self
+            .until(&format!("/api/v1/RestoreReadDb/{job}"), |status, b| {
+                status == StatusCode::OK && (b["state"] == "done" || b["state"] == "failed")
+            })
+            .await;
+        assert_eq!(report["state"], "done", "{report}");
+        report
+    }
+
+    /// The post after a comment `marker`, staged after everything before, has been applied:
+    /// the post's messages share a partition, so everything before it was consumed too.
+    async fn after_marker(&self, id: &str, marker: &str) -> Value {
+        self.comment(id, marker).await;
+        let body = self
+            .until(&format!("/api/v1/PostLookup/byId/{id}"), |_, b| {
+                b["posts"][0]["comments"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["comment"] == marker))
+            })
+            .await;
+        body["posts"][0].clone()
+    }
 }
 
 impl Drop for System {
@@ -120,62 +284,252 @@ impl Drop for System {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_likes_count_once_and_restore_read_db_is_idempotent() {
-    let s = start().await;
+/// Produces `message` to `topic` as it was read (same key, headers and payload).
+async fn produce(bootstrap: &str, topic: &str, message: &RawMessage) {
+    let headers: Vec<(&str, &str)> = message
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    produce_raw(
+        bootstrap,
+        topic,
+        &message.key,
+        &headers,
+        message.payload.as_bytes(),
+    )
+    .await;
+}
+
+/// The post's messages on the topic, once `n` of them are there.
+async fn messages_of(bootstrap: &str, id: &str, n: usize) -> Vec<RawMessage> {
+    consume_until(bootstrap, posts_domain::TOPIC, |read| {
+        read.iter().filter(|m| m.key == id).count() >= n
+    })
+    .await
+    .into_iter()
+    .filter(|m| m.key == id)
+    .collect()
+}
+
+async fn fifty_concurrent_likes_count_once_and_restore_read_db_is_idempotent(store: Store) {
+    let mut s = System::start(store).await;
     let id = s.new_post("alice", "hello world").await;
     let by_id = format!("/api/v1/PostLookup/byId/{id}");
-    let body = s.until(&by_id, |st, _| st == StatusCode::OK).await;
-    assert_eq!(body["posts"][0]["author"], "alice");
-    assert_eq!(body["posts"][0]["message"], "hello world");
-    assert_eq!(body["message"], "Successfully returned 1 post(s)!");
 
-    let like_path = format!("/api/v1/LikePost/{id}");
-    let likes = (0..20).map(|_| s.send(Method::PUT, &like_path, None));
-    for (status, body) in futures::future::join_all(likes).await {
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    let before = s.until(&by_id, |_, b| b["posts"][0]["likes"] == 20).await;
+    let likes = (0..50).map(|_| s.like(&id));
+    futures::future::join_all(likes).await;
 
+    // The store numbers the post's events 1 (PostCreated) to 51, and the feed serves them so.
+    let (status, feed) = s
+        .send(Method::GET, &format!("/api/v1/EventFeed/byPost/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{feed}");
+    let events = feed["events"].as_array().unwrap();
+    let versions: Vec<i64> = events
+        .iter()
+        .map(|e| e["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, (1..=51).collect::<Vec<_>>());
+    assert_eq!(events[0]["type"], "PostCreated");
+    assert!(
+        events[1..].iter().all(|e| e["type"] == "PostLiked"),
+        "{feed}"
+    );
+
+    // Each message on the topic carries its event's version, in order.
+    let messages = messages_of(&s.bootstrap, &id, 51).await;
+    let on_the_wire: Vec<Option<&str>> = messages
+        .iter()
+        .map(|m| m.header("ferry-stream-version"))
+        .collect();
+    let expected: Vec<String> = (1..=51).map(|v: i64| v.to_string()).collect();
+    assert_eq!(
+        on_the_wire,
+        expected
+            .iter()
+            .map(|v| Some(v.as_str()))
+            .collect::<Vec<_>>()
+    );
+
+    let before = s.until(&by_id, |_, b| b["posts"][0]["likes"] == 50).await;
+    assert_eq!(before["posts"][0]["author"], "alice");
+    assert_eq!(before["message"], "Successfully returned 1 post(s)!");
+
+    // Twice, through the command service: everything is there already, nothing is applied.
     for _ in 0..2 {
-        let (status, body) = s.send(Method::POST, "/api/v1/RestoreReadDb", None).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        assert_eq!(body["events"], 21, "{body}");
+        let report = s.restore(&s.command.clone(), "").await;
+        assert_eq!(
+            (&report["read"], &report["applied"], &report["skipped"]),
+            (&json!(51), &json!(0), &json!(51)),
+            "{report}"
+        );
     }
-    // A comment is staged after the republished events and shares their key (the post id),
-    // so once it shows, every republished event of the post has been consumed.
-    let (status, added) = s
-        .send(
-            Method::PUT,
-            &format!("/api/v1/AddComment/{id}"),
-            Some(json!({"comment": "marker", "username": "bob"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{added}");
-    let after = s
-        .until(&by_id, |_, b| {
-            b["posts"][0]["comments"]
-                .as_array()
-                .is_some_and(|c| c.len() == 1)
-        })
-        .await;
-    assert_eq!(after["posts"][0]["likes"], 20, "{after}");
-    let mut unchanged = after["posts"][0].clone();
-    unchanged["comments"] = json!([]);
-    assert_eq!(unchanged, before["posts"][0]);
-    let (_, all) = s.read("/api/v1/PostLookup").await;
-    assert_eq!(all["posts"].as_array().unwrap().len(), 1, "{all}");
+    let (_, restored) = s.read("/api/v1/PostLookup").await;
+    assert_eq!(restored["posts"][0]["likes"], 50, "{restored}");
+    assert_eq!(restored["posts"][0], before["posts"][0]);
 
-    let (_, liked) = s.read("/api/v1/PostLookup/withLikes/20").await;
-    assert_eq!(liked["posts"].as_array().unwrap().len(), 1, "{liked}");
-    let (_, liked) = s.read("/api/v1/PostLookup/withLikes/21").await;
-    assert_eq!(liked["posts"].as_array().unwrap().len(), 0, "{liked}");
-    assert_eq!(liked["message"], "Successfully returned 0 post(s)!");
+    // From scratch: a query service with an empty read model, rebuilt from the event store,
+    // shows the same read model.
+    s.replace_query_with_an_empty_one().await;
+    let (_, empty) = s.read("/api/v1/PostLookup").await;
+    assert_eq!(empty["posts"], json!([]), "{empty}");
+    let report = s.restore(&s.command.clone(), "").await;
+    assert_eq!(
+        (&report["read"], &report["applied"]),
+        (&json!(51), &json!(51)),
+        "{report}"
+    );
+    let (_, rebuilt) = s.read("/api/v1/PostLookup").await;
+    assert_eq!(rebuilt, restored);
+
+    // And a reset (empty first, then rebuild) on the query service itself, twice.
+    for _ in 0..2 {
+        let report = s.restore(&s.query.clone(), "?reset=true").await;
+        assert_eq!(report["applied"], 51, "{report}");
+    }
+    let (_, reset) = s.read("/api/v1/PostLookup").await;
+    assert_eq!(reset, restored);
+    let (_, liked) = s.read("/api/v1/PostLookup/withLikes/51").await;
+    assert_eq!(liked["posts"], json!([]), "{liked}");
+}
+
+/// The regression: a wiped read model used to get a post's new event before its restored
+/// `PostCreated`, and lost it. Now the gap makes the post catch up from the event store first.
+async fn gap_is_filled_before_applying(store: Store) {
+    let mut s = System::start(store).await;
+    let id = s.new_post("erin", "before the wipe").await;
+    for _ in 0..3 {
+        s.like(&id).await;
+    }
+    let by_id = format!("/api/v1/PostLookup/byId/{id}");
+    s.until(&by_id, |_, b| b["posts"][0]["likes"] == 3).await;
+
+    s.replace_query_with_an_empty_one().await;
+    let (status, _) = s.read(&by_id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the read model is empty");
+
+    // Version 5 arrives at a read model at version 0: versions 1 to 5 are applied, in order,
+    // without any RestoreReadDb.
+    s.like(&id).await;
+    let body = s.until(&by_id, |st, _| st == StatusCode::OK).await;
+    assert_eq!(body["posts"][0]["likes"], 4, "{body}");
+    assert_eq!(body["posts"][0]["message"], "before the wipe");
+    let post = s.after_marker(&id, "marker").await;
+    assert_eq!(post["likes"], 4, "{post}");
+    // A restore now finds everything there.
+    let report = s.restore(&s.command.clone(), "").await;
+    assert_eq!(report["applied"], 0, "{report}");
+}
+
+async fn liked_twice_on_redelivery_counts_once(store: Store) {
+    let s = System::start(store).await;
+    let id = s.new_post("frank", "like me once").await;
+    s.like(&id).await;
+    let by_id = format!("/api/v1/PostLookup/byId/{id}");
+    s.until(&by_id, |_, b| b["posts"][0]["likes"] == 1).await;
+
+    let messages = messages_of(&s.bootstrap, &id, 2).await;
+    let liked = messages
+        .iter()
+        .find(|m| m.header("ferry-type") == Some("PostLiked"))
+        .expect("the PostLiked message")
+        .clone();
+    assert_eq!(liked.header("ferry-stream-version"), Some("2"));
+    // The same message again, as a redelivery would bring it ...
+    produce(&s.bootstrap, posts_domain::TOPIC, &liked).await;
+    // ... and again under a new message id, as a republication would: the version says it
+    // is the same event.
+    let mut republished = liked.clone();
+    for (name, value) in &mut republished.headers {
+        if name == "ferry-message-id" {
+            *value = uuid::Uuid::now_v7().to_string();
+        }
+    }
+    produce(&s.bootstrap, posts_domain::TOPIC, &republished).await;
+
+    let post = s.after_marker(&id, "marker").await;
+    assert_eq!(post["likes"], 1, "{post}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn comments_rules_and_errors() {
-    let s = start().await;
+async fn event_ahead_of_the_event_store_is_dead_lettered_not_applied() {
+    let s = System::start(Store::Sqlite).await;
+    let id = s.new_post("gina", "nothing skips ahead").await;
+    s.like(&id).await;
+    let messages = messages_of(&s.bootstrap, &id, 2).await;
+    let mut ahead = messages[1].clone();
+    for (name, value) in &mut ahead.headers {
+        match name.as_str() {
+            "ferry-message-id" => *value = uuid::Uuid::now_v7().to_string(),
+            "ferry-stream-version" => *value = "9".into(),
+            _ => {}
+        }
+    }
+    produce(&s.bootstrap, posts_domain::TOPIC, &ahead).await;
+
+    let dead = consume_until(&s.bootstrap, "SocialMediaPostEvents.dlq", |r| !r.is_empty()).await;
+    assert_eq!(dead[0].header("ferry-stream-version"), Some("9"));
+    assert!(
+        dead[0]
+            .header("ferry-dlq-error")
+            .is_some_and(|e| e.contains("up to version 2 only")),
+        "{:?}",
+        dead[0]
+    );
+    let post = s.after_marker(&id, "marker").await;
+    assert_eq!(post["likes"], 1, "{post}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_feed_serves_the_store_in_pages() {
+    let s = System::start(Store::Sqlite).await;
+    let first = s.new_post("hal", "one").await;
+    let second = s.new_post("ida", "two").await;
+    s.like(&first).await;
+
+    let (status, page) = s.send(Method::GET, "/api/v1/EventFeed?limit=2", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let positions: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, [1, 2]);
+    assert_eq!(page["events"][1]["streamId"], second.as_str());
+    assert_eq!(page["events"][1]["data"]["author"], "ida");
+    let (_, rest) = s.send(Method::GET, "/api/v1/EventFeed?after=2", None).await;
+    assert_eq!(rest["events"][0]["type"], "PostLiked", "{rest}");
+    assert_eq!(rest["events"][0]["version"], 2, "{rest}");
+    let (_, count) = s
+        .send(Method::GET, "/api/v1/EventFeed/count?after=1", None)
+        .await;
+    assert_eq!(count["count"], 2, "{count}");
+    let (_, stream) = s
+        .send(
+            Method::GET,
+            &format!("/api/v1/EventFeed/byPost/{first}?afterVersion=1"),
+            None,
+        )
+        .await;
+    assert_eq!(stream["events"].as_array().unwrap().len(), 1, "{stream}");
+
+    for bad in [
+        "/api/v1/EventFeed?limit=0",
+        "/api/v1/EventFeed?limit=5000",
+        "/api/v1/EventFeed?after=x",
+    ] {
+        let (status, err) = s.send(Method::GET, bad, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+        assert_eq!(err["error"]["code"], "invalid_parameter", "{bad}");
+    }
+    let (status, _) = s.read("/api/v1/RestoreReadDb/not-a-job").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn comments_rules_and_errors(store: Store) {
+    let s = System::start(store).await;
     let id = s.new_post("Alice", "first").await;
     let other = s.new_post("carol", "second").await;
 
@@ -307,133 +661,48 @@ async fn comments_rules_and_errors() {
     .await;
     let (status, _) = s.read(&format!("/api/v1/PostLookup/byId/{other}")).await;
     assert_eq!(status, StatusCode::OK);
+
+    // A deleted post stays deleted through a rebuild.
+    let report = s.restore(&s.command.clone(), "?reset=true").await;
+    assert_eq!(report["state"], "done", "{report}");
+    let (status, _) = s.read(&format!("/api/v1/PostLookup/byId/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, all) = s.read("/api/v1/PostLookup").await;
+    assert_eq!(all["posts"].as_array().unwrap().len(), 1, "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_message_is_dead_lettered_and_the_next_is_applied() {
-    let s = start().await;
-    let raw: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &s.bootstrap)
-        .create()
-        .unwrap();
-    raw.send(
-        FutureRecord::to("SocialMediaPostEvents")
-            .key("x")
-            .payload("{not json"),
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let s = System::start(Store::Sqlite).await;
+    produce_raw(&s.bootstrap, posts_domain::TOPIC, "x", &[], b"{not json").await;
     let id = s.new_post("dave", "after the poison").await;
     s.until(&format!("/api/v1/PostLookup/byId/{id}"), |st, _| {
         st == StatusCode::OK
     })
     .await;
-
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &s.bootstrap)
-        .set("group.id", "dlq-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    use rdkafka::consumer::Consumer;
-    use rdkafka::message::Message;
-    consumer.subscribe(&["SocialMediaPostEvents.dlq"]).unwrap();
-    let got = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                return m.payload().map(<[u8]>::to_vec);
-            }
-        }
-        None
-    })
-    .await
-    .unwrap();
+    let dead = consume_until(&s.bootstrap, "SocialMediaPostEvents.dlq", |r| !r.is_empty()).await;
     assert_eq!(
-        got.as_deref(),
-        Some(&b"{not json"[..]),
+        dead[0].payload, "{not json",
         "the poison message is in SocialMediaPostEvents.dlq"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_has_an_openapi_document_and_unknown_paths_are_json_404() {
-    let s = start().await;
+    let s = System::start(Store::Sqlite).await;
     for base in [&s.command, &s.query] {
-        let spec: Value = s
-            .http
-            .get(format!("{base}/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (status, spec) = s.call(base, Method::GET, "/openapi.json", None).await;
+        assert_eq!(status, StatusCode::OK);
         assert!(
             spec["paths"].as_object().is_some_and(|p| !p.is_empty()),
             "{spec}"
         );
-        let resp = s.http.get(format!("{base}/nowhere")).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        let body: Value = resp.json().await.unwrap();
+        assert!(
+            spec["paths"]["/api/v1/RestoreReadDb"].is_object(),
+            "{base}: {spec}"
+        );
+        let (status, body) = s.call(base, Method::GET, "/nowhere", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"]["code"], "not_found");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restore_read_db_rebuilds_a_lost_read_model_from_the_event_store() {
-    let first_token = CancellationToken::new();
-    let mut s = start_with(Some(first_token.clone())).await;
-
-    let id = s.new_post("erin", "to be restored").await;
-    for _ in 0..5 {
-        let (status, body) = s
-            .send(Method::PUT, &format!("/api/v1/LikePost/{id}"), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    let by_id = format!("/api/v1/PostLookup/byId/{id}");
-    s.until(&by_id, |_, b| b["posts"][0]["likes"] == 5).await;
-
-    // The read model is lost: a new query service with an empty database takes over the
-    // consumer group (and its committed offsets).
-    first_token.cancel();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let fresh_dir = tempfile::tempdir().unwrap();
-    let fresh = posts::start_query(
-        ServiceConfig::new(&s.bootstrap, fresh_dir.path(), 0),
-        s.shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    s.query = format!("http://{}", fresh.addr);
-
-    // It resumes after the committed offsets: the post is not there until the restore.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (status, _) = s.read(&by_id).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-
-    let (status, body) = s.send(Method::POST, "/api/v1/RestoreReadDb", None).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["events"], 6, "{body}");
-    let body = s.until(&by_id, |_, b| b["posts"][0]["likes"] == 5).await;
-    assert_eq!(body["posts"][0]["message"], "to be restored");
-    // Nothing more arrives: a marker comment staged after the restore shows with 5 likes.
-    let (status, _) = s
-        .send(
-            Method::PUT,
-            &format!("/api/v1/AddComment/{id}"),
-            Some(json!({"comment": "marker", "username": "erin"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let body = s
-        .until(&by_id, |_, b| {
-            b["posts"][0]["comments"]
-                .as_array()
-                .is_some_and(|c| c.len() == 1)
-        })
-        .await;
-    assert_eq!(body["posts"][0]["likes"], 5, "{body}");
 }

@@ -4,8 +4,7 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use ferry_contracts::users::{TASKS, Task, USER_TASKS, UserRequested};
-use ferry_service::{ApiError, ApiJson, ServiceConfig, ServiceHandle};
-use ferry_toolkit::ops::Health;
+use ferry_service::{ApiError, ApiJson, Runtime, ServiceConfig, ServiceHandle};
 use ferry_toolkit::sql::{Database, inbox};
 use ferry_toolkit::{HandlerError, MessageContext, Router, handler_fn};
 use serde::Serialize;
@@ -13,7 +12,6 @@ use sqlx::{AnyConnection, Row};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use crate::transport::Transport;
 use crate::{Error, validate};
 
 const SERVICE: &str = "users-consumer";
@@ -87,16 +85,12 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
-    db.migrate(SERVICE, MIGRATIONS).await?;
-    let health = Health::new();
-    let transport = Transport::of(&config);
-    let publisher = transport.publisher()?;
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.database(MIGRATIONS).await?;
     let handler_db = db.clone();
     let router = Router::new(GROUP)
         .subscribe(TASKS)
         .subscribe(USER_TASKS)
-        .health(&health)
         .handle(handler_fn(|task: Task, _ctx: MessageContext| async move {
             tracing::info!(task = %task.id, message = %task.message, "task received");
             Ok::<_, HandlerError>(())
@@ -107,33 +101,14 @@ pub async fn start(
                 async move { register(&db, request, &ctx).await }
             },
         ));
-    let router = transport.start_router(router, publisher)?;
+    runtime.start_router(router)?;
     let app = axum::Router::new()
         .route("/", get(hello))
         .route("/users", get(list_users))
         .route("/users/{id}", get(get_user))
         .route("/tasks/{task_id}", get(get_task))
         .with_state(db);
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        health,
-        Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        router.shutdown().await;
-    });
-    Ok(handle)
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
 /// Why a request cannot become a user, if it cannot. The producer validated it already; this
@@ -180,7 +155,7 @@ async fn register(
         tx.commit().await?;
         return Ok(());
     }
-    let now = now_millis();
+    let now = ferry_toolkit::now_millis();
     let (outcome, reason, user_id) = match refusal(&mut tx, &request).await? {
         Some(reason) => ("rejected", Some(reason), None),
         None => {

@@ -13,7 +13,7 @@
 //!
 //! Transport: Kafka (the built-in broker or any cluster) by default; RabbitMQ when
 //! [`ferry_service::ServiceConfig::amqp_url`] is set, with the same queues, durable and with
-//! persistent, confirmed messages (see `transport.rs`).
+//! persistent, confirmed messages (`ferry_service::Transport` picks the adapter).
 //!
 //! What the original got wrong and this does not:
 //! - passwords were stored in plain text: the producer hashes them with argon2id and only the
@@ -34,7 +34,6 @@
 
 mod consumer;
 mod producer;
-mod transport;
 mod validate;
 
 pub use consumer::start as start_consumer;
@@ -45,14 +44,5 @@ pub const PRODUCER_PORT: u16 = 8081;
 /// Default port of the consumer service.
 pub const CONSUMER_PORT: u16 = 8080;
 
-/// Why a service could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The database or the transport client could not be set up.
-    #[error(transparent)]
-    Toolkit(#[from] ferry_toolkit::Error),
-    /// The HTTP port could not be bound.
-    #[error("cannot serve HTTP: {0}")]
-    Http(#[from] std::io::Error),
-}
+/// Why the service could not start.
+pub use ferry_service::StartError as Error;

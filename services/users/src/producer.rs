@@ -4,21 +4,18 @@
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHasher, SaltString};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_contracts::users::{TASKS, Task, USER_TASKS, UserRequested};
-use ferry_service::{ApiError, ApiJson, ErrorCode, ServiceConfig, ServiceHandle};
-use ferry_toolkit::ops::Health;
+use ferry_service::{ApiError, ApiJson, ApiQuery, Runtime, ServiceConfig, ServiceHandle};
 use ferry_toolkit::sql::Database;
-use ferry_toolkit::sql::outbox::{self, Relay, RelayWaker};
+use ferry_toolkit::sql::outbox::{self, RelayWaker};
 use ferry_toolkit::{Envelope, Message};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
-use crate::transport::Transport;
 use crate::{Error, validate};
 
 const SERVICE: &str = "users-producer";
@@ -85,33 +82,15 @@ pub async fn start(
     config: ServiceConfig,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
-    let db = config.database(SERVICE).await?;
-    db.migrate(SERVICE, MIGRATIONS).await?;
-    let publisher = Transport::of(&config).publisher()?;
-    let relay = Relay::start(db.clone(), publisher);
-    let state = AppState {
-        db,
-        relay: relay.waker(),
-    };
+    let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    let db = runtime.database(MIGRATIONS).await?;
+    let relay = runtime.start_relay(&db);
     let app = axum::Router::new()
         .route("/", get(send_default))
         .route("/send", get(send))
         .route("/user", post(create_user))
-        .with_state(state);
-    let handle = ferry_service::serve(
-        SERVICE,
-        &config,
-        app,
-        Health::new(),
-        Api::openapi(),
-        shutdown.clone(),
-    )
-    .await?;
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        relay.shutdown().await;
-    });
-    Ok(handle)
+        .with_state(AppState { db, relay });
+    Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
 /// Stages one message in its own transaction and wakes the relay.
@@ -148,10 +127,8 @@ async fn send_default(State(state): State<AppState>) -> Result<ApiJson<Queued>, 
     responses((status = 200, body = Queued), (status = 422, description = "msg missing or blank")))]
 async fn send(
     State(state): State<AppState>,
-    params: Result<Query<SendParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<SendParams>,
 ) -> Result<ApiJson<Queued>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::new(ErrorCode::InvalidParameter, e.body_text()))?;
     match params.msg {
         Some(msg) if !msg.trim().is_empty() => queue_task(&state, msg).await,
         _ => Err(ApiError::invalid_field("msg is required")),

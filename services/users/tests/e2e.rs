@@ -9,79 +9,46 @@
 use std::time::{Duration, Instant};
 
 use ferry_service::ServiceConfig;
+use ferry_testkit::reqwest::StatusCode;
+use ferry_testkit::{DEADLINE, Harness, Http, consume_raw};
 use ferry_toolkit::amqp::AmqpConfig;
 use ferry_toolkit::kafka::KafkaConfig;
 use ferry_toolkit::{Headers, OutgoingMessage, Publisher};
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const AMQP_ENV: &str = "FERRY_TEST_AMQP_URL";
 
+/// Both services, on the harness's broker or on RabbitMQ.
 struct System {
-    _broker: Option<ferry_broker::BrokerHandle>,
-    /// Kafka bootstrap servers, or the AMQP URL.
-    transport: Transport,
-    producer: String,
-    consumer: String,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Debug, Clone)]
-enum Transport {
-    Kafka(String),
-    Amqp(String),
+    harness: Harness,
+    /// The RabbitMQ server the services use; `None`: the harness's broker.
+    amqp_url: Option<String>,
+    producer: Http,
+    consumer: Http,
 }
 
 async fn start(amqp_url: Option<String>) -> System {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("warn")
-        .with_test_writer()
-        .try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let (broker, transport, config) = match amqp_url {
-        None => {
-            let broker = ferry_broker::start(ferry_broker::BrokerConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                data_dir: dir.path().join("broker"),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            let bootstrap = broker.bootstrap_servers();
-            let config = ServiceConfig::new(&bootstrap, dir.path(), 0);
-            (Some(broker), Transport::Kafka(bootstrap), config)
-        }
+    let harness = Harness::start().await;
+    let config = match &amqp_url {
+        None => harness.config(),
         Some(url) => {
-            // No Kafka broker at all: the services must not need one.
-            let mut config = ServiceConfig::new("127.0.0.1:1", dir.path(), 0);
+            // No Kafka broker the services can reach: they must not need one.
+            let mut config = ServiceConfig::new("127.0.0.1:1", harness.dir(), 0);
             config.amqp_url = Some(url.clone());
-            (None, Transport::Amqp(url), config)
+            config
         }
     };
-    let shutdown = CancellationToken::new();
-    let producer = users::start_producer(config.clone(), shutdown.clone())
+    let producer = users::start_producer(config.clone(), harness.token())
         .await
         .unwrap();
-    let consumer = users::start_consumer(config, shutdown.clone())
+    let consumer = users::start_consumer(config, harness.token())
         .await
         .unwrap();
     System {
-        _broker: broker,
-        transport,
-        producer: format!("http://{}", producer.addr),
-        consumer: format!("http://{}", consumer.addr),
-        http: reqwest::Client::new(),
-        shutdown,
-        _dir: dir,
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        harness,
+        amqp_url,
+        producer: Http::new(producer.addr),
+        consumer: Http::new(consumer.addr),
     }
 }
 
@@ -91,29 +58,13 @@ fn unique_email(name: &str) -> String {
 }
 
 impl System {
-    /// One request; the body as text and parsed as JSON (null if it is not).
-    async fn call(&self, method: Method, url: &str, body: Option<Value>) -> (StatusCode, String) {
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        (status, resp.text().await.unwrap())
-    }
-
-    async fn json(&self, method: Method, url: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (status, text) = self.call(method, url, body).await;
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
     /// `POST /user`; returns the task id.
     async fn sign_up(&self, name: &str, email: &str, password: &str) -> String {
         let (status, body) = self
-            .json(
-                Method::POST,
-                &format!("{}/user", self.producer),
-                Some(json!({"name": name, "email": email, "password": password})),
+            .producer
+            .post(
+                "/user",
+                json!({"name": name, "email": email, "password": password}),
             )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -121,25 +72,22 @@ impl System {
         body["taskId"].as_str().unwrap().to_owned()
     }
 
-    /// Polls the task's outcome until it is there, or fails after 20 s.
+    /// Polls the task's outcome until it is there (until then the answer must be 404).
     async fn outcome(&self, task_id: &str) -> Value {
-        let url = format!("{}/tasks/{task_id}", self.consumer);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, body) = self.json(Method::GET, &url, None).await;
-            if status == StatusCode::OK {
-                return body;
-            }
-            assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-            assert!(Instant::now() < deadline, "task {task_id} never processed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.consumer
+            .until(&format!("/tasks/{task_id}"), |status, body| {
+                if status != StatusCode::OK {
+                    assert_eq!(status, StatusCode::NOT_FOUND, "task {task_id}: {body}");
+                }
+                status == StatusCode::OK
+            })
+            .await
     }
 
     fn publisher(&self) -> Publisher {
-        match &self.transport {
-            Transport::Kafka(bootstrap) => Publisher::kafka(&KafkaConfig::new(bootstrap)).unwrap(),
-            Transport::Amqp(url) => Publisher::amqp(&AmqpConfig::new(url)),
+        match &self.amqp_url {
+            None => Publisher::kafka(&KafkaConfig::new(self.harness.bootstrap())).unwrap(),
+            Some(url) => Publisher::amqp(&AmqpConfig::new(url)),
         }
     }
 
@@ -157,44 +105,22 @@ impl System {
             .unwrap();
     }
 
-    /// Waits until a message whose payload satisfies `found` is in `queue`, or fails after 20 s.
+    /// Waits until a message whose payload satisfies `found` is in `queue`, or fails.
     /// On RabbitMQ this takes messages off the queue (and so empties a dead-letter queue).
-    async fn wait_for(&self, queue: &str, found: impl Fn(&[u8]) -> bool + Send + 'static) {
-        let seen = match &self.transport {
-            Transport::Kafka(bootstrap) => kafka_wait_for(bootstrap, queue, found).await,
-            Transport::Amqp(url) => amqp_wait_for(url, queue, found).await,
-        };
-        assert!(seen, "no such message in {queue}");
-    }
-}
-
-async fn kafka_wait_for(
-    bootstrap: &str,
-    topic: &str,
-    found: impl Fn(&[u8]) -> bool + Send + 'static,
-) -> bool {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{}", uuid::Uuid::now_v7()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
-                && found(m.payload().unwrap_or_default())
-            {
-                return true;
+    async fn wait_for(&self, queue: &str, found: impl Fn(&[u8]) -> bool) {
+        match &self.amqp_url {
+            None => {
+                consume_raw(&self.harness.bootstrap(), queue, |m| {
+                    found(m.payload.as_bytes())
+                })
+                .await;
             }
+            Some(url) => assert!(
+                amqp_wait_for(url, queue, found).await,
+                "no such message in {queue}"
+            ),
         }
-        false
-    })
-    .await
-    .unwrap()
+    }
 }
 
 async fn amqp_wait_for(url: &str, queue: &str, found: impl Fn(&[u8]) -> bool) -> bool {
@@ -204,7 +130,7 @@ async fn amqp_wait_for(url: &str, queue: &str, found: impl Fn(&[u8]) -> bool) ->
         .await
         .unwrap();
     let mut channel = connection.create_channel().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + DEADLINE;
     let mut seen = false;
     while !seen && Instant::now() < deadline {
         match channel
@@ -227,20 +153,14 @@ async fn amqp_wait_for(url: &str, queue: &str, found: impl Fn(&[u8]) -> bool) ->
 /// The whole scenario: work items, a sign-up, a duplicate email, validation, lookups.
 async fn sign_up_scenario(s: &System) {
     // The original's endpoints.
-    let (status, body) = s.json(Method::GET, &format!("{}/", s.producer), None).await;
+    let (status, body) = s.producer.get("/").await;
     assert_eq!(
         (status, &body["message"]),
         (StatusCode::OK, &json!("Message sent to queue!"))
     );
-    let (status, _) = s
-        .json(
-            Method::GET,
-            &format!("{}/send?msg=water%20the%20plants", s.producer),
-            None,
-        )
-        .await;
+    let (status, _) = s.producer.get("/send?msg=water%20the%20plants").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = s.json(Method::GET, &format!("{}/", s.consumer), None).await;
+    let (status, body) = s.consumer.get("/").await;
     assert_eq!(
         (status, body),
         (
@@ -257,24 +177,17 @@ async fn sign_up_scenario(s: &System) {
     assert_eq!(outcome["outcome"], "created", "{outcome}");
     assert_eq!(outcome["reason"], Value::Null, "{outcome}");
     let user_id = outcome["userId"].as_str().unwrap().to_owned();
-    for url in [
-        format!("{}/users", s.consumer),
-        format!("{}/users/{user_id}", s.consumer),
-    ] {
-        let (status, text) = s.call(Method::GET, &url, None).await;
+    for path in ["/users".to_owned(), format!("/users/{user_id}")] {
+        // The body as JSON text: every key and value, escapes resolved.
+        let (status, body) = s.consumer.get(&path).await;
+        let text = body.to_string();
         assert_eq!(status, StatusCode::OK, "{text}");
-        assert!(text.contains(&email), "{url}: {text}");
+        assert!(text.contains(&email), "{path}: {text}");
         for secret in ["password", "Password", "argon2", password] {
-            assert!(!text.contains(secret), "{url} shows {secret:?}: {text}");
+            assert!(!text.contains(secret), "{path} shows {secret:?}: {text}");
         }
     }
-    let (_, user) = s
-        .json(
-            Method::GET,
-            &format!("{}/users/{user_id}", s.consumer),
-            None,
-        )
-        .await;
+    let (_, user) = s.consumer.get(&format!("/users/{user_id}")).await;
     assert_eq!(
         (&user["name"], &user["email"]),
         (&json!("Ada"), &json!(email))
@@ -289,7 +202,6 @@ async fn sign_up_scenario(s: &System) {
     assert_eq!(outcome["userId"], Value::Null);
 
     // Bad input is a 4xx in the error contract; unknown ids are 404.
-    let user_url = format!("{}/user", s.producer);
     for (body, want) in [
         (
             json!({"name": "Bo", "email": "not-an-email", "password": "x"}),
@@ -306,19 +218,14 @@ async fn sign_up_scenario(s: &System) {
         (json!({"name": "Bo", "email": unique_email("bo")}), 422),
         (json!("nothing"), 400),
     ] {
-        let (status, err) = s.json(Method::POST, &user_url, Some(body.clone())).await;
+        let (status, err) = s.producer.post("/user", body.clone()).await;
         assert_eq!(status.as_u16(), want, "{body} -> {err}");
         assert!(err["error"]["code"].is_string(), "{err}");
     }
-    let (status, _) = s
-        .json(Method::GET, &format!("{}/send", s.producer), None)
-        .await;
+    let (status, _) = s.producer.get("/send").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    for url in [
-        format!("{}/users/nope", s.consumer),
-        format!("{}/tasks/nope", s.consumer),
-    ] {
-        let (status, err) = s.json(Method::GET, &url, None).await;
+    for path in ["/users/nope", "/tasks/nope"] {
+        let (status, err) = s.consumer.get(path).await;
         assert_eq!(
             (status, &err["error"]["code"]),
             (StatusCode::NOT_FOUND, &json!("not_found"))
@@ -364,7 +271,7 @@ async fn poison_scenario(s: &System) {
             &json!("passwordHash is not an argon2 hash")
         )
     );
-    s.wait_for("user_tasks.dlq", move |p| p == marker.as_bytes())
+    s.wait_for("user_tasks.dlq", |p| p == marker.as_bytes())
         .await;
 }
 
@@ -381,16 +288,13 @@ async fn only_the_argon2_hash_travels_over_kafka() {
     let email = unique_email("cy");
     let task = s.sign_up("Cy", &email, password).await;
     s.outcome(&task).await;
-    let Transport::Kafka(bootstrap) = &s.transport else {
-        unreachable!()
-    };
-    let expected_task = task.clone();
-    let seen = kafka_wait_for(bootstrap, "user_tasks", move |p| {
-        let m: Value = serde_json::from_slice(p).unwrap();
-        if m["taskId"] != expected_task.as_str() {
+    // Fails the test unless the request is on user_tasks.
+    consume_raw(&s.harness.bootstrap(), "user_tasks", |raw| {
+        let m: Value = serde_json::from_str(&raw.payload).unwrap();
+        if m["taskId"] != task.as_str() {
             return false;
         }
-        let text = String::from_utf8_lossy(p);
+        let text = &raw.payload;
         assert!(!text.contains(password), "{text}");
         assert!(
             m["passwordHash"]
@@ -402,7 +306,6 @@ async fn only_the_argon2_hash_travels_over_kafka() {
         true
     })
     .await;
-    assert!(seen, "the request is on user_tasks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,17 +345,9 @@ async fn redelivered_sign_up_is_applied_once() {
 
     assert_eq!(s.outcome("last").await["outcome"], "rejected");
     assert_eq!(s.outcome("first").await["outcome"], "created");
-    let (status, _) = s
-        .json(
-            Method::GET,
-            &format!("{}/tasks/redelivered", s.consumer),
-            None,
-        )
-        .await;
+    let (status, _) = s.consumer.get("/tasks/redelivered").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the redelivery was skipped");
-    let (_, list) = s
-        .json(Method::GET, &format!("{}/users", s.consumer), None)
-        .await;
+    let (_, list) = s.consumer.get("/users").await;
     let users = list["users"].as_array().unwrap();
     assert_eq!(
         users
@@ -478,10 +373,8 @@ async fn sign_up_and_poison_over_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_apis_have_an_openapi_document() {
     let s = start(None).await;
-    for (base, path) in [(&s.producer, "/user"), (&s.consumer, "/tasks/{task_id}")] {
-        let (status, spec) = s
-            .json(Method::GET, &format!("{base}/openapi.json"), None)
-            .await;
+    for (api, path) in [(&s.producer, "/user"), (&s.consumer, "/tasks/{task_id}")] {
+        let (status, spec) = api.get("/openapi.json").await;
         assert_eq!(status, StatusCode::OK);
         assert!(spec["paths"][path].is_object(), "{spec}");
     }

@@ -5,7 +5,6 @@
 pub(crate) mod schema;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_toolkit::Envelope;
 use ferry_toolkit::sql::Database;
@@ -138,6 +137,23 @@ impl EventStore {
         let rows = sqlx::query(&schema::read_stream())
             .bind(stream_id)
             .bind(after_version)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|row| self.decode_row(row)).collect()
+    }
+
+    /// Up to `limit` of the stream's events with a version above `after_version`, in order: a
+    /// page of [`Self::read_stream`], for serving a long stream in pieces.
+    pub async fn read_stream_page<E: Event>(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: usize,
+    ) -> Result<Vec<Recorded<E>>> {
+        let rows = sqlx::query(&schema::read_stream_page())
+            .bind(stream_id)
+            .bind(after_version)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(self.db.pool())
             .await?;
         rows.iter().map(|row| self.decode_row(row)).collect()
@@ -282,7 +298,7 @@ impl EventStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let recorded_at = now_millis();
+        let recorded_at = ferry_toolkit::now_millis();
         let metadata_json = serde_json::to_string(metadata).map_err(|source| Error::Encode {
             what: "event metadata".into(),
             source,
@@ -376,7 +392,7 @@ impl EventStore {
             .bind(version)
             .bind(i64::from(A::SNAPSHOT_VERSION))
             .bind(json)
-            .bind(now_millis())
+            .bind(ferry_toolkit::now_millis())
             .execute(conn)
             .await?;
         Ok(())
@@ -422,12 +438,4 @@ impl EventStore {
             event,
         })
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    i64::try_from(millis).unwrap_or(i64::MAX)
 }

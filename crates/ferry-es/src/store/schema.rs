@@ -157,6 +157,10 @@ pub(crate) fn read_stream() -> String {
     )
 }
 
+pub(crate) fn read_stream_page() -> String {
+    format!("{} LIMIT $3", read_stream())
+}
+
 pub(crate) fn read_all() -> String {
     format!(
         "SELECT {EVENT_COLUMNS} FROM es_events WHERE aggregate_type = $1 \

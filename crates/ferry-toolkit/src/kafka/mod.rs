@@ -6,14 +6,18 @@
 //! - [`start_requester`]: the reply side of request/reply.
 //! - [`redrive`]: sends dead letters back to their topics.
 //! - [`wait_for_broker`]: start-up backoff, one log line per attempt.
+//! - [`start_tap`]: an observer of every matching topic (the dashboard's live view).
+//! - [`Admin`]: topics, offsets, groups and lag, for tools and the dashboard.
 //!
 //! It talks to any Kafka-protocol broker over TCP: Ferry's own, Apache Kafka or Redpanda.
 
+mod admin;
 mod consumer;
 mod partition;
 mod redrive;
 mod reply;
 mod sender;
+mod tap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +30,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
+pub use admin::{Admin, GroupInfo, GroupOffset, MemberInfo, PartitionInfo, TopicInfo, assignment};
 pub use consumer::{RouterHandle, start_router};
 pub use redrive::{RedriveReport, redrive};
 pub use reply::start_requester;
 pub use sender::KafkaSender;
+pub use tap::{TapHandle, start_tap};
 
 use crate::error::{Error, Result};
 use crate::ops::Check;

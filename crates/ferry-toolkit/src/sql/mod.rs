@@ -298,8 +298,9 @@ impl Backend {
     }
 }
 
-/// This process's clock in Unix milliseconds.
-pub(crate) fn now_millis() -> i64 {
+/// This process's clock in Unix milliseconds, the form timestamps take in services' tables
+/// (an `i64` every SQL backend stores as `BIGINT`).
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

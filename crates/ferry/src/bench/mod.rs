@@ -1,4 +1,4 @@
-//! `ferry bench produce|consume|disk`: throughput and latency of a broker, measured with librdkafka (the client
+//! `ferry bench produce|consume|disk|group|up|dashboard|read-side`: throughput and latency of a broker, measured with librdkafka (the client
 //! most Ferry services use), next to this machine's fsynced disk bandwidth from the same run.
 //!
 //! Without `--brokers` the bench starts a broker in this process, on 127.0.0.1:0 with a temporary data
@@ -9,7 +9,10 @@
 mod consume;
 mod disk;
 mod group;
+mod live;
 mod produce;
+mod read_side;
+mod up;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -32,6 +35,12 @@ pub enum BenchCommand {
     Disk(DiskArgs),
     /// Time a 3-member group's rebalance, and a group of consumers reading a topic.
     Group(GroupBenchArgs),
+    /// Time `ferry up` until ready and read its memory while every service idles.
+    Up(up::UpBenchArgs),
+    /// Find the event rate the dashboard's live view keeps up with.
+    Dashboard(live::LiveBenchArgs),
+    /// Time from an HTTP create to the entity showing on the read side, at a fixed rate.
+    ReadSide(read_side::ReadSideBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +152,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(args) => bench_produce(args).await,
         BenchCommand::Consume(args) => bench_consume(args).await,
         BenchCommand::Group(args) => bench_group(args).await,
+        BenchCommand::Up(args) => blocking(move || up::bench(args)).await,
+        BenchCommand::Dashboard(args) => live::bench(args).await,
+        BenchCommand::ReadSide(args) => read_side::bench(args).await,
         BenchCommand::Disk(args) => {
             let report =
                 blocking(move || disk::measure(&args.dir, args.mb, args.runs as usize)).await?;

@@ -1,0 +1,217 @@
+//! The parts every service wires the same way: its database, its publisher, an outbox relay,
+//! message routers, and the HTTP server, stopped in the right order.
+//!
+//! A service's `start` builds a [`Runtime`], asks it for what it needs, and ends with
+//! [`Runtime::serve`]. Shutdown (the token is cancelled) stops the HTTP server first (no new
+//! commands), then the routers (in-flight messages finish and their offsets are committed),
+//! then the relays (whatever the routers staged is still published), and only then does the
+//! [`ServiceHandle`]'s task finish, so `ferry up` waiting on it really waits for all of that.
+
+use std::sync::{Mutex, MutexGuard};
+
+use ferry_toolkit::amqp::{self, AmqpConfig};
+use ferry_toolkit::kafka::{self, KafkaConfig};
+use ferry_toolkit::ops::Health;
+use ferry_toolkit::sql::Database;
+use ferry_toolkit::sql::outbox::{Relay, RelayWaker};
+use ferry_toolkit::{Publisher, Router};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ServiceConfig, ServiceHandle};
+
+/// Why a service could not start; every service's `start` returns it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The database or the broker client could not be set up.
+    #[error(transparent)]
+    Toolkit(#[from] ferry_toolkit::Error),
+    /// The HTTP port could not be bound.
+    #[error("cannot serve HTTP: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// The transport a service talks over: RabbitMQ when the configuration has an AMQP URL,
+/// otherwise the Kafka protocol.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// The built-in broker or any Kafka cluster.
+    Kafka(KafkaConfig),
+    /// RabbitMQ.
+    Amqp(AmqpConfig),
+}
+
+impl Transport {
+    /// RabbitMQ if an AMQP URL is configured, else Kafka.
+    pub fn of(config: &ServiceConfig) -> Transport {
+        match &config.amqp_url {
+            Some(url) => Transport::Amqp(AmqpConfig::new(url)),
+            None => Transport::Kafka(KafkaConfig::new(&config.brokers)),
+        }
+    }
+
+    /// A publisher on this transport. It does not connect here: a broker that is down now is
+    /// not an error.
+    pub fn publisher(&self) -> ferry_toolkit::Result<Publisher> {
+        match self {
+            Transport::Kafka(config) => Publisher::kafka(config),
+            Transport::Amqp(config) => Ok(Publisher::amqp(config)),
+        }
+    }
+}
+
+/// One service being assembled; see the module docs.
+pub struct Runtime {
+    name: &'static str,
+    config: ServiceConfig,
+    shutdown: CancellationToken,
+    health: Health,
+    transport: Transport,
+    publisher: Publisher,
+    /// Background parts to stop after the HTTP server, routers (and other consumers, see
+    /// [`Runtime::stop_on_shutdown`]) before relays. In a mutex only so that `&Runtime` is
+    /// `Send` (a boxed future is not `Sync`); never contended.
+    routers: Mutex<Vec<BoxFuture<'static, ()>>>,
+    relays: Mutex<Vec<BoxFuture<'static, ()>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("name", &self.name)
+            .field("transport", &self.transport)
+            .field("routers", &lock(&self.routers).len())
+            .field("relays", &lock(&self.relays).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A runtime for service `name`. Creates the publisher; connects nothing yet.
+    pub fn new(
+        name: &'static str,
+        config: ServiceConfig,
+        shutdown: CancellationToken,
+    ) -> ferry_toolkit::Result<Runtime> {
+        let transport = Transport::of(&config);
+        let publisher = transport.publisher()?;
+        Ok(Runtime {
+            name,
+            config,
+            shutdown,
+            health: Health::new(),
+            transport,
+            publisher,
+            routers: Mutex::default(),
+            relays: Mutex::default(),
+        })
+    }
+
+    /// The service's name (its database, its log lines).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The token that stops the service.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// What `/ready` reports; routers started here report into it.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The service's publisher (shared by its relay, routers and handlers).
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// The service's own database, migrated to `migrations` (`(version, name, sql)`).
+    pub async fn database(
+        &self,
+        migrations: &[(i64, &str, &str)],
+    ) -> ferry_toolkit::Result<Database> {
+        let db = self.config.database(self.name).await?;
+        db.migrate(self.name, migrations).await?;
+        Ok(db)
+    }
+
+    /// Starts an outbox relay on `db`, publishing through the service's publisher; stopped
+    /// (after the routers) on shutdown.
+    pub fn start_relay(&mut self, db: &Database) -> RelayWaker {
+        let relay = Relay::start(db.clone(), self.publisher.clone());
+        let waker = relay.waker();
+        lock(&self.relays).push(Box::pin(relay.shutdown()));
+        waker
+    }
+
+    /// Starts `router` on the service's transport, reporting into its health; stopped
+    /// gracefully (in-flight messages finish, offsets are committed) on shutdown.
+    pub fn start_router(&mut self, router: Router) -> ferry_toolkit::Result<()> {
+        let router = router.health(&self.health);
+        let publisher = self.publisher.clone();
+        match &self.transport {
+            Transport::Kafka(config) => {
+                let handle = kafka::start_router(router, config, publisher)?;
+                lock(&self.routers).push(Box::pin(handle.shutdown()));
+            }
+            Transport::Amqp(config) => {
+                let handle = amqp::start_router(router, config, publisher)?;
+                lock(&self.routers).push(Box::pin(handle.shutdown()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers another background part (a tap, a poller) to stop with the routers, after
+    /// the HTTP server: `stop` is awaited on shutdown.
+    pub fn stop_on_shutdown(&mut self, stop: impl Future<Output = ()> + Send + 'static) {
+        lock(&self.routers).push(Box::pin(stop));
+    }
+
+    /// Serves `app` (plus the ops endpoints and `openapi`) until the token is cancelled, then
+    /// stops the routers and relays; the handle's task finishes when all of them have.
+    pub async fn serve(
+        self,
+        app: axum::Router,
+        openapi: utoipa::openapi::OpenApi,
+    ) -> std::io::Result<ServiceHandle> {
+        let Runtime {
+            name,
+            config,
+            shutdown,
+            health,
+            routers,
+            relays,
+            ..
+        } = self;
+        let mut handle = crate::serve(name, &config, app, health, openapi, shutdown).await?;
+        let server = handle.task;
+        handle.task = tokio::spawn(async move {
+            let _ = server.await;
+            let routers = std::mem::take(&mut *lock(&routers));
+            for stop in routers {
+                stop.await;
+            }
+            let relays = std::mem::take(&mut *lock(&relays));
+            for stop in relays {
+                stop.await;
+            }
+            tracing::info!(service = name, "stopped");
+        });
+        Ok(handle)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,283 @@
+//! A read-only view of a Kafka cluster for tools and the dashboard: topics with their
+//! partitions' offsets, consumer groups with their members and assignments, and each group's
+//! committed offsets with lag.
+//!
+//! librdkafka's calls block, so every method runs on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ConsumerProtocolAssignment;
+use kafka_protocol::protocol::Decodable;
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::{KafkaConfig, LogContext};
+use crate::error::{Error, Result};
+
+/// How long one admin round trip may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicInfo {
+    /// The topic's name.
+    pub name: String,
+    /// Its partitions, by id.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+impl TopicInfo {
+    /// Messages currently held (sum of end - start over the partitions).
+    pub fn messages(&self) -> i64 {
+        self.partitions.iter().map(|p| p.end - p.start).sum()
+    }
+}
+
+/// A partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionInfo {
+    /// The partition id.
+    pub id: i32,
+    /// The first offset still held (the low watermark).
+    pub start: i64,
+    /// The next offset to be written (the high watermark).
+    pub end: i64,
+}
+
+/// A consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupInfo {
+    /// The group id.
+    pub name: String,
+    /// `Stable`, `PreparingRebalance`, `Empty`, ...
+    pub state: String,
+    /// The assignment protocol chosen (e.g. `range`).
+    pub protocol: String,
+    /// Its members.
+    pub members: Vec<MemberInfo>,
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberInfo {
+    /// The member id the coordinator gave it.
+    pub id: String,
+    /// The client's `client.id`.
+    pub client_id: String,
+    /// Where it connects from.
+    pub host: String,
+    /// Its partitions, per topic.
+    pub assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// A group's position on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupOffset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The group's committed offset.
+    pub committed: i64,
+    /// The partition's end.
+    pub end: i64,
+    /// `end - committed`: messages the group has yet to process.
+    pub lag: i64,
+}
+
+/// A read-only admin client; see the module docs.
+#[derive(Clone)]
+pub struct Admin {
+    config: KafkaConfig,
+    client: Arc<BaseConsumer<LogContext>>,
+    /// librdkafka reads a group's committed offsets only through a client of that group; one
+    /// per group is kept, since a client costs threads and connections to create.
+    group_clients: Arc<Mutex<HashMap<String, Arc<BaseConsumer<LogContext>>>>>,
+}
+
+/// Group clients kept at most; past that the cache starts over (groups come and go).
+const MAX_GROUP_CLIENTS: usize = 64;
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("brokers", &self.config.bootstrap_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// An admin client for `config`'s cluster. Connects lazily.
+    pub fn new(config: &KafkaConfig) -> Result<Admin> {
+        let client = config
+            .consumer_config("ferry-admin")
+            .create_with_context(LogContext)?;
+        Ok(Admin {
+            config: config.clone(),
+            client: Arc::new(client),
+            group_clients: Arc::default(),
+        })
+    }
+
+    /// Every topic with its partitions' start and end offsets, sorted by name.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
+        let client = self.client.clone();
+        blocking(move || topics(&client)).await
+    }
+
+    /// Every consumer group with its members, sorted by name.
+    pub async fn groups(&self) -> Result<Vec<GroupInfo>> {
+        let client = self.client.clone();
+        blocking(move || {
+            let list = client.fetch_group_list(None, TIMEOUT)?;
+            let mut groups: Vec<GroupInfo> = list
+                .groups()
+                .iter()
+                .map(|g| GroupInfo {
+                    name: g.name().to_owned(),
+                    state: g.state().to_owned(),
+                    protocol: g.protocol().to_owned(),
+                    members: g
+                        .members()
+                        .iter()
+                        .map(|m| MemberInfo {
+                            id: m.id().to_owned(),
+                            client_id: m.client_id().to_owned(),
+                            host: m.client_host().to_owned(),
+                            assignment: assignment(m.assignment()),
+                        })
+                        .collect(),
+                })
+                .collect();
+            groups.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(groups)
+        })
+        .await
+    }
+
+    /// `group`'s committed offsets with lag, for every partition it has committed on.
+    pub async fn group_offsets(&self, group: &str) -> Result<Vec<GroupOffset>> {
+        let mut all = self.groups_offsets(&[group.to_owned()]).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// Each of `groups`' committed offsets with lag, in the same order; the partitions' ends
+    /// are read once for all of them.
+    pub async fn groups_offsets(&self, groups: &[String]) -> Result<Vec<Vec<GroupOffset>>> {
+        let client = self.client.clone();
+        let consumers = groups
+            .iter()
+            .map(|g| self.group_client(g))
+            .collect::<Result<Vec<_>>>()?;
+        blocking(move || {
+            let mut wanted = TopicPartitionList::new();
+            let mut ends = HashMap::new();
+            for topic in topics(&client)? {
+                for p in &topic.partitions {
+                    wanted.add_partition(&topic.name, p.id);
+                    ends.insert((topic.name.clone(), p.id), p.end);
+                }
+            }
+            let mut all = Vec::with_capacity(consumers.len());
+            for consumer in consumers {
+                let committed = consumer.committed_offsets(wanted.clone(), TIMEOUT)?;
+                let mut offsets = Vec::new();
+                for e in committed.elements() {
+                    let Offset::Offset(at) = e.offset() else {
+                        continue;
+                    };
+                    let end = ends
+                        .get(&(e.topic().to_owned(), e.partition()))
+                        .copied()
+                        .unwrap_or(at);
+                    offsets.push(GroupOffset {
+                        topic: e.topic().to_owned(),
+                        partition: e.partition(),
+                        committed: at,
+                        end,
+                        lag: (end - at).max(0),
+                    });
+                }
+                all.push(offsets);
+            }
+            Ok(all)
+        })
+        .await
+    }
+}
+
+impl Admin {
+    fn group_client(&self, group: &str) -> Result<Arc<BaseConsumer<LogContext>>> {
+        let mut clients = self.group_clients.lock();
+        if let Some(client) = clients.get(group) {
+            return Ok(client.clone());
+        }
+        if clients.len() >= MAX_GROUP_CLIENTS {
+            clients.clear();
+        }
+        let client: Arc<BaseConsumer<LogContext>> = Arc::new(
+            self.config
+                .consumer_config(group)
+                .create_with_context(LogContext)?,
+        );
+        clients.insert(group.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+fn topics(client: &BaseConsumer<LogContext>) -> Result<Vec<TopicInfo>> {
+    let metadata = client.fetch_metadata(None, TIMEOUT)?;
+    let mut topics = Vec::new();
+    for t in metadata.topics() {
+        let mut partitions = Vec::new();
+        for p in t.partitions() {
+            let (start, end) = client.fetch_watermarks(t.name(), p.id(), TIMEOUT)?;
+            partitions.push(PartitionInfo {
+                id: p.id(),
+                start,
+                end,
+            });
+        }
+        partitions.sort_by_key(|p| p.id);
+        topics.push(TopicInfo {
+            name: t.name().to_owned(),
+            partitions,
+        });
+    }
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(topics)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// The (topic, partitions) of a member's assignment, decoded from the consumer protocol's
+/// bytes (a version prefix, then the assignment); empty when there is none or it is not the
+/// consumer protocol.
+pub fn assignment(bytes: Option<&[u8]>) -> Vec<(String, Vec<i32>)> {
+    let Some(bytes) = bytes.filter(|b| b.len() >= 2) else {
+        return Vec::new();
+    };
+    let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+    let mut rest = bytes::Bytes::copy_from_slice(&bytes[2..]);
+    match ConsumerProtocolAssignment::decode(&mut rest, version.clamp(0, 3)) {
+        Ok(a) => a
+            .assigned_partitions
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}

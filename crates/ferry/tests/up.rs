@@ -1,0 +1,309 @@
+//! `ferry up` as a person runs it: the binary as a child process with `--free-ports`, its URL table
+//! read from stdout, every service's `/health` asked over HTTP, Ctrl-C (SIGINT) answered by a clean
+//! exit; and what was created through HTTP is still served after a restart on the same data
+//! directory.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{ChildProcess, eventually};
+
+/// How long `ferry up` may take to print its table (a loaded CI machine, a debug build).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Regression guard on the start time `ferry up` reports itself (the target, 2 s, is a benchmark).
+const START_BOUND_SECS: f64 = 10.0;
+/// How long a clean stop after SIGINT may take.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an event may take from the producer's HTTP answer to the consumer's read side.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `ferry up --free-ports --data DIR`, killed when dropped.
+#[derive(Debug)]
+struct Up {
+    process: ChildProcess,
+    /// The seconds from the "ferry is up in X s" line.
+    start_secs: f64,
+    /// Every row of the URL table but the broker's: (service name, `127.0.0.1:PORT`).
+    services: Vec<(String, String)>,
+    /// The broker's row.
+    broker: String,
+}
+
+impl Up {
+    fn start(data: &Path) -> Up {
+        let args = [
+            OsStr::new("up"),
+            OsStr::new("--free-ports"),
+            OsStr::new("--data"),
+            data.as_os_str(),
+        ];
+        let mut up = Up {
+            process: ChildProcess::spawn("ferry up", &args),
+            start_secs: f64::NAN,
+            services: Vec::new(),
+            broker: String::new(),
+        };
+        up.read_table();
+        up
+    }
+
+    /// Reads stdout up to the blank line that ends the URL table.
+    fn read_table(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut in_table = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.process.stdout.recv_timeout(left) {
+                Ok(line) => line,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("ferry up did not print its URL table within {START_TIMEOUT:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "ferry up closed stdout before its URL table was complete (exit status {:?})",
+                    self.process.child.try_wait()
+                ),
+            };
+            if let Some(rest) = line.strip_prefix("ferry is up in ") {
+                let secs = rest.split_whitespace().next().unwrap_or_default();
+                self.start_secs = secs
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no start time in {line:?}"));
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if !in_table {
+                in_table = fields.first() == Some(&"SERVICE");
+                continue;
+            }
+            match fields.as_slice() {
+                [] => break,
+                ["broker", addr, ..] => self.broker = (*addr).to_owned(),
+                [name, addr, ..] => self.services.push(((*name).to_owned(), (*addr).to_owned())),
+                _ => panic!("unexpected row in the URL table: {line:?}"),
+            }
+        }
+        assert!(
+            self.start_secs.is_finite(),
+            "no \"ferry is up in X s\" line before the table"
+        );
+        assert!(!self.broker.is_empty(), "no broker row in the URL table");
+        assert!(
+            !self.services.is_empty(),
+            "no service rows in the URL table"
+        );
+    }
+
+    /// The address of the service called `name` in the table.
+    fn addr(&self, name: &str) -> &str {
+        self.services
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| addr.as_str())
+            .unwrap_or_else(|| panic!("no {name} in the URL table: {:?}", self.services))
+    }
+
+    /// Ctrl-C, as a terminal sends it; waits (bounded) for the exit.
+    fn interrupt(mut self) -> ExitStatus {
+        let pid = self.process.child.id().to_string();
+        let kill = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .expect("run kill");
+        assert!(kill.success(), "kill -INT {pid} failed: {kill}");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.process.child.try_wait().expect("wait for ferry up") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferry up did not stop within {STOP_TIMEOUT:?} of SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it with SIGINT and asserts the clean exit.
+    fn stop_cleanly(self) {
+        let status = self.interrupt();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "ferry up exited with {status} on SIGINT"
+        );
+    }
+}
+
+/// One HTTP/1.1 exchange on a new connection: (status, body).
+fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let timeout = Duration::from_secs(10);
+    let socket = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?;
+    let mut stream = TcpStream::connect_timeout(&socket, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let body = body.unwrap_or_default();
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "content-type: application/json\r\n"
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{content_type}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, rest) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {response:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// The body of a `transfer-encoding: chunked` response.
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        body.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    http("GET", addr, path, None).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// Creates a course on the producer; returns its id.
+fn create_course(up: &Up, name: &str, code: &str) -> String {
+    let body = serde_json::json!({ "name": name, "code": code, "active": true }).to_string();
+    let producer = up.addr("courses-producer");
+    let (status, answer) = http("POST", producer, "/api/v1/courses", Some(&body))
+        .unwrap_or_else(|e| panic!("POST a course to {producer}: {e}"));
+    assert_eq!(status, 201, "creating course {code}: {answer}");
+    let course: serde_json::Value = serde_json::from_str(&answer).expect("course JSON");
+    course["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {answer}"))
+        .to_owned()
+}
+
+/// The consumer's view of one course: (status, body).
+fn consumer_course(up: &Up, id: &str) -> (u16, String) {
+    get(
+        up.addr("courses-consumer"),
+        &format!("/api/v1/courses/{id}"),
+    )
+}
+
+/// Waits until the courses consumer serves course `id`, with `code`.
+fn await_consumed(up: &Up, id: &str, code: &str) {
+    let mut last = (0, String::new());
+    let seen = eventually(PROPAGATION_TIMEOUT, || {
+        last = consumer_course(up, id);
+        last.0 == 200
+    });
+    assert!(
+        seen,
+        "the courses consumer did not serve course {id} within {PROPAGATION_TIMEOUT:?}; last answer: {last:?}"
+    );
+    assert!(
+        last.1.contains(code),
+        "course {id} without its code {code}: {}",
+        last.1
+    );
+}
+
+#[test]
+fn up_serves_every_service_and_stops_cleanly_on_sigint() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let up = Up::start(data.path());
+    assert!(
+        up.start_secs < START_BOUND_SECS,
+        "ferry up took {} s to start (regression guard: < {START_BOUND_SECS} s)",
+        up.start_secs
+    );
+    for expected in ["courses-producer", "courses-consumer", "dashboard"] {
+        up.addr(expected);
+    }
+    for (name, addr) in &up.services {
+        let (status, body) = get(addr, "/health");
+        assert_eq!(status, 200, "GET /health of {name} at {addr}: {body}");
+    }
+    up.stop_cleanly();
+}
+
+#[test]
+fn courses_survive_a_restart() {
+    let data = tempfile::tempdir().expect("temp dir");
+    // A code per run, so the assertions cannot pass on another run's leftovers.
+    let unique = std::process::id();
+    let code = format!("UP-{unique}");
+
+    let up = Up::start(data.path());
+    let id = create_course(&up, "Restarts", &code);
+    await_consumed(&up, &id, &code);
+    up.stop_cleanly();
+
+    let up = Up::start(data.path());
+    // The read side keeps what it had: served at once, without waiting for a replay.
+    let (status, body) = consumer_course(&up, &id);
+    assert_eq!(status, 200, "course {id} after the restart: {body}");
+    assert!(
+        body.contains(&code),
+        "course {id} after the restart: {body}"
+    );
+    // The write side too: the code is still taken.
+    let duplicate =
+        serde_json::json!({ "name": "again", "code": code, "active": true }).to_string();
+    let (status, body) = http(
+        "POST",
+        up.addr("courses-producer"),
+        "/api/v1/courses",
+        Some(&duplicate),
+    )
+    .expect("POST a duplicate course");
+    assert_eq!(
+        status, 409,
+        "a second course with code {code} after the restart: {body}"
+    );
+    // And the flow still runs end to end after the restart.
+    let second_code = format!("UP2-{unique}");
+    let second = create_course(&up, "After the restart", &second_code);
+    await_consumed(&up, &second, &second_code);
+    up.stop_cleanly();
+}

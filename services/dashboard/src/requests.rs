@@ -1,0 +1,159 @@
+//! Invoice and score requests, the original dashboard's two buttons.
+//!
+//! Each is validated here (a bad request is a 4xx, not a message the worker must reject),
+//! published with its request id as the envelope's message and correlation id, and answered
+//! `202 {requestId}` only after the broker acknowledged it. The worker's answer carries the same
+//! correlation id, which is how the page picks its result out of the live stream.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use ferry_contracts::billing::{
+    CALCULATE_SCORE, CalculateScore, GENERATE_INVOICE, GenerateInvoice, LineItem, Money,
+};
+use ferry_service::{ApiError, ApiJson, ErrorCode};
+use ferry_toolkit::{Envelope, Message, Publisher};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+
+/// One invoice line as the page sends it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LineRequest {
+    description: Option<String>,
+    quantity: Option<u32>,
+    /// Currency units, at most two decimals.
+    unit_price: Option<f64>,
+}
+
+/// An invoice request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct InvoiceRequest {
+    customer: Option<String>,
+    items: Option<Vec<LineRequest>>,
+}
+
+/// A score request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct ScoreRequest {
+    customer: Option<String>,
+}
+
+/// The request was sent; its answer will carry this id as correlation id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Accepted {
+    request_id: String,
+    topic: &'static str,
+}
+
+fn customer(value: Option<String>) -> Result<String, ApiError> {
+    match value.map(|c| c.trim().to_owned()) {
+        Some(c) if !c.is_empty() => Ok(c),
+        _ => Err(ApiError::invalid_field("customer is required")),
+    }
+}
+
+fn line(n: usize, l: LineRequest) -> Result<LineItem, ApiError> {
+    let description = l
+        .description
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    if description.is_empty() {
+        return Err(ApiError::invalid_field(format!(
+            "items[{n}].description is required"
+        )));
+    }
+    let quantity = l.quantity.filter(|q| *q > 0).ok_or_else(|| {
+        ApiError::invalid_field(format!("items[{n}].quantity must be at least 1"))
+    })?;
+    let unit_price = l
+        .unit_price
+        .ok_or_else(|| ApiError::invalid_field(format!("items[{n}].unitPrice is required")))
+        .and_then(|p| {
+            Money::from_units(p)
+                .map_err(|e| ApiError::invalid_field(format!("items[{n}].unitPrice: {e}")))
+        })?;
+    if unit_price.cents() <= 0 {
+        return Err(ApiError::invalid_field(format!(
+            "items[{n}].unitPrice must be positive"
+        )));
+    }
+    Ok(LineItem {
+        description,
+        quantity,
+        unit_price,
+    })
+}
+
+/// Publishes `build(request id)` to `topic` and answers once the broker has it.
+async fn send<M: Message>(
+    publisher: &Publisher,
+    topic: &'static str,
+    build: impl FnOnce(String) -> M,
+) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
+    let envelope = Envelope::new::<M>();
+    let request_id = envelope.correlation_id.to_string();
+    let message = build(request_id.clone());
+    publisher
+        .publish_with(topic, message, envelope)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("the request was not sent: {}", e.error()),
+            )
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(Accepted { request_id, topic }),
+    ))
+}
+
+/// Asks the invoice generator for an invoice.
+#[utoipa::path(post, path = "/api/ferry/invoices", request_body = InvoiceRequest,
+    responses((status = 202, body = Accepted), (status = 422, description = "invalid request"),
+              (status = 503, description = "broker down")))]
+pub(crate) async fn invoice(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<InvoiceRequest>,
+) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
+    let customer = customer(request.customer)?;
+    let items = request.items.unwrap_or_default();
+    if items.is_empty() {
+        return Err(ApiError::invalid_field(
+            "items: at least one line is required",
+        ));
+    }
+    let items = items
+        .into_iter()
+        .enumerate()
+        .map(|(n, l)| line(n, l))
+        .collect::<Result<Vec<_>, _>>()?;
+    send(&state.publisher, GENERATE_INVOICE, |request_id| {
+        GenerateInvoice {
+            request_id,
+            customer,
+            items,
+        }
+    })
+    .await
+}
+
+/// Asks the score calculator for a customer's score.
+#[utoipa::path(post, path = "/api/ferry/scores", request_body = ScoreRequest,
+    responses((status = 202, body = Accepted), (status = 422, description = "invalid request"),
+              (status = 503, description = "broker down")))]
+pub(crate) async fn score(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ScoreRequest>,
+) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
+    let customer = customer(request.customer)?;
+    send(&state.publisher, CALCULATE_SCORE, |request_id| {
+        CalculateScore {
+            request_id,
+            customer,
+        }
+    })
+    .await
+}
