@@ -93,7 +93,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         }));
         match decoded {
             Ok(Ok((header, body))) => Ok(Request { header, api, body }),
-            Ok(Err(e)) => Err(malformed(e.to_string())),
+            // `{:#}` keeps the cause ("Array length 2147483647 is more than the 4 bytes left").
+            Ok(Err(e)) => Err(malformed(format!("{e:#}"))),
             Err(_) => Err(malformed("decoder panicked".into())),
         }
     } else {
@@ -160,6 +161,19 @@ mod tests {
             let s = versions::SUPPORTED[idx];
             let version = s.min + v % (s.max - s.min + 1);
             let _ = decode_request(frame(s.key as i16, version, &body));
+        }
+    }
+
+    /// A count larger than the bytes left is refused before anything is allocated: Metadata's topic
+    /// array claiming i32::MAX entries (v0) or 2^32 - 2 (v9, compact), in a frame of a few bytes.
+    #[test]
+    fn impossible_array_lengths_are_errors_not_allocations() {
+        // After the header's null client id (and, flexible, its empty tagged fields).
+        let v0 = frame(3, 0, &[0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+        let v9 = frame(3, 9, &[0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        for (what, bytes) in [("v0", v0), ("v9", v9)] {
+            let err = decode_request(bytes).expect_err(what).to_string();
+            assert!(err.contains("bytes left"), "{what}: {err}");
         }
     }
 

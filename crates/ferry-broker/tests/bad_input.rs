@@ -126,6 +126,27 @@ async fn garbage_and_oversized_frames_close_only_their_connection() {
             [&64i32.to_be_bytes()[..], &[0xA5; 64]].concat(),
         ),
         (
+            // A 14-byte Metadata v0 request whose topic array claims i32::MAX entries: the decoder
+            // must refuse it before allocating (once that was a ~150 GB allocation that aborted).
+            "metadata v0 claiming 2^31 - 1 topics",
+            [
+                &14i32.to_be_bytes()[..],
+                &[0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+            ]
+            .concat(),
+        ),
+        (
+            // The same as a flexible (compact) array: unsigned varint 2^32 - 1 = 2^32 - 2 topics.
+            "metadata v9 claiming 2^32 - 2 topics",
+            [
+                &16i32.to_be_bytes()[..],
+                &[
+                    0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+                ],
+            ]
+            .concat(),
+        ),
+        (
             "truncated metadata body",
             [
                 &10i32.to_be_bytes()[..],
