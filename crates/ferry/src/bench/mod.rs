@@ -88,19 +88,25 @@ pub struct Load {
     /// Producer batch.size in bytes.
     #[arg(long, default_value_t = 1_048_576)]
     batch_bytes: usize,
+    /// Producer clients sending at once, each its share of the messages (and of `--rate`). One
+    /// librdkafka producer tops out near 1.3 million 100-byte messages/s on this 2-core machine, below
+    /// what the broker and disk take, so the broker's own ceiling needs more than one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    producers: u32,
 }
 
 impl std::fmt::Display for Load {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} messages x {} B, {} partition(s), acks={}, linger.ms={}, batch.size={}",
+            "{} messages x {} B, {} partition(s), acks={}, linger.ms={}, batch.size={}, {} producer(s)",
             thousands(self.messages),
             self.size,
             self.partitions,
             self.acks.as_config(),
             self.linger_ms,
-            self.batch_bytes
+            self.batch_bytes,
+            self.producers
         )
     }
 }

@@ -1,7 +1,7 @@
 //! The produce side of the benchmarks: a librdkafka producer sending fixed-size messages as fast as it may
 //! (or at a fixed rate), timing each message from enqueue to its delivery report.
 
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -95,31 +95,69 @@ fn producer_config(brokers: &str, load: &Load) -> ClientConfig {
     config
 }
 
-/// Sends `load.messages` messages of `load.size` bytes to `topic` and waits for every delivery report.
-/// With `rate`, sends at that many messages per second instead of as fast as possible.
+/// Sends `load.messages` messages of `load.size` bytes to `topic` from `load.producers` producers at
+/// once and waits for every delivery report. With `rate`, sends at that many messages per second in
+/// all instead of as fast as possible. The clock starts when every producer is connected.
 pub fn produce(
     brokers: &str,
     topic: &str,
     load: &Load,
     rate: Option<u64>,
 ) -> anyhow::Result<ProduceReport> {
-    let context = LatencyContext {
-        start: Instant::now(),
-        counter: DeliveryCounter::default(),
-        latency_us: Mutex::new(
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?,
-        ),
-    };
-    let producer =
-        ThreadedProducer::from_config_and_context(&producer_config(brokers, load), context)
-            .context("cannot create a Kafka producer")?;
-    kafka::fetch_metadata(producer.client(), brokers, Some(topic))?;
+    let producers = u64::from(load.producers);
+    let ready = Barrier::new(load.producers as usize);
+    let reports = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..producers)
+            .map(|i| {
+                // The first producers take one message more when the count does not divide evenly.
+                let share = load.messages / producers + u64::from(i < load.messages % producers);
+                let rate = rate.map(|r| (r / producers).max(1));
+                let ready = &ready;
+                scope.spawn(move || produce_one(brokers, topic, load, share, rate, ready, i == 0))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("producer thread panicked"))
+            .collect::<Vec<_>>()
+    });
+    let mut reports = reports.into_iter();
+    let mut total = reports.next().expect("at least one producer")?;
+    for report in reports {
+        let report = report?;
+        total.acknowledged += report.acknowledged;
+        total.failed += report.failed;
+        total.first_error = total.first_error.or(report.first_error);
+        total.elapsed = total.elapsed.max(report.elapsed);
+        total
+            .latency_us
+            .add(&report.latency_us)
+            .context("merging latency histograms")?;
+    }
+    Ok(total)
+}
+
+/// One producer: `messages` messages, its progress shown if `show_progress`; timing starts when every
+/// producer passed `ready`.
+fn produce_one(
+    brokers: &str,
+    topic: &str,
+    load: &Load,
+    messages: u64,
+    rate: Option<u64>,
+    ready: &Barrier,
+    show_progress: bool,
+) -> anyhow::Result<ProduceReport> {
+    let connected = connect(brokers, topic, load);
+    // Wait even when connecting failed, so the other producers are not left at the barrier.
+    ready.wait();
+    let producer = connected?;
     let payload = payload(load.size);
     let context = producer.context().clone();
 
-    let mut progress = Progress::new("produce", load.messages);
+    let mut progress = show_progress.then(|| Progress::new("produce", messages));
     let started = Instant::now();
-    for i in 0..load.messages {
+    for i in 0..messages {
         if let Some(rate) = rate {
             let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -130,7 +168,9 @@ pub fn produce(
             .payload(&payload[..]);
         // A wait for queue space is the client's, not the broker's: restart the clock when the message gets in.
         send_blocking(&producer, record, |r| r.delivery_opaque = context.now_ns())?;
-        if i.is_multiple_of(16_384) {
+        if i.is_multiple_of(16_384)
+            && let Some(progress) = progress.as_mut()
+        {
             progress.update(context.counter.acknowledged());
         }
     }
@@ -138,10 +178,14 @@ pub fn produce(
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         // Wake up often enough for the progress line; flush returns early once everything was delivered.
         let _ = producer.flush(Duration::from_millis(250));
-        progress.update(context.counter.acknowledged());
+        if let Some(progress) = progress.as_mut() {
+            progress.update(context.counter.acknowledged());
+        }
     }
     let elapsed = started.elapsed();
-    progress.finish();
+    if let Some(progress) = progress.as_mut() {
+        progress.finish();
+    }
 
     let report = ProduceReport {
         acknowledged: context.counter.acknowledged(),
@@ -157,6 +201,26 @@ pub fn produce(
         MESSAGE_TIMEOUT
     );
     Ok(report)
+}
+
+/// A producer with its latency context, connected and with `topic`'s metadata.
+fn connect(
+    brokers: &str,
+    topic: &str,
+    load: &Load,
+) -> anyhow::Result<ThreadedProducer<LatencyContext>> {
+    let context = LatencyContext {
+        start: Instant::now(),
+        counter: DeliveryCounter::default(),
+        latency_us: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?,
+        ),
+    };
+    let producer =
+        ThreadedProducer::from_config_and_context(&producer_config(brokers, load), context)
+            .context("cannot create a Kafka producer")?;
+    kafka::fetch_metadata(producer.client(), brokers, Some(topic))?;
+    Ok(producer)
 }
 
 /// A printable payload of `size` bytes.
