@@ -60,12 +60,7 @@ struct Seen {
 
 pub async fn bench(args: LiveBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let broker = ferry_broker::start(ferry_broker::BrokerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().join("broker"),
-        ..Default::default()
-    })
-    .await?;
+    let broker = super::start_embedded_broker(dir.path()).await?;
     let shutdown = CancellationToken::new();
     let config = ServiceConfig::new(broker.bootstrap_servers(), dir.path(), 0);
     let dashboard = dashboard::start(config, Vec::new(), shutdown.clone()).await?;

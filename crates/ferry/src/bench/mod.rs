@@ -15,7 +15,7 @@ mod read_side;
 mod up;
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -328,14 +328,7 @@ impl RunningBroker {
             .with_context(|| {
                 format!("cannot create a data directory in {}", target.dir.display())
             })?;
-        let config = BrokerConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
-            data_dir: dir.path().to_path_buf(),
-            ..BrokerConfig::default()
-        };
-        let handle = ferry_broker::start(config)
-            .await
-            .context("cannot start the embedded broker")?;
+        let handle = start_embedded_broker(dir.path()).await?;
         Ok(Self {
             brokers: handle.bootstrap_servers(),
             embedded: Some((handle, dir)),
@@ -363,6 +356,18 @@ impl RunningBroker {
         }
         Ok(())
     }
+}
+
+/// A broker in this process on 127.0.0.1:0, its data in `dir/broker`.
+async fn start_embedded_broker(dir: &Path) -> anyhow::Result<BrokerHandle> {
+    let config = BrokerConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: dir.join("broker"),
+        ..BrokerConfig::default()
+    };
+    ferry_broker::start(config)
+        .await
+        .context("cannot start the embedded broker")
 }
 
 async fn create_bench_topic(brokers: &str, partitions: i32) -> anyhow::Result<String> {
