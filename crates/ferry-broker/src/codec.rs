@@ -162,6 +162,23 @@ mod tests {
             let version = s.min + v % (s.max - s.min + 1);
             let _ = decode_request(frame(s.key as i16, version, &body));
         }
+
+        /// The same, with bodies made mostly of 0x00, 0x7f and 0xff, so that lengths and counts
+        /// near i32::MAX or u32::MAX come up in most cases rather than a few: a decoder that
+        /// allocates a declared size before checking it aborts this test process.
+        #[test]
+        fn extreme_lengths_never_abort(
+            idx in 0..versions::SUPPORTED.len(),
+            v in 0i16..20,
+            body in proptest::collection::vec(
+                prop_oneof![Just(0x00u8), Just(0x7f), Just(0xff), any::<u8>()],
+                0..64,
+            ),
+        ) {
+            let s = versions::SUPPORTED[idx];
+            let version = s.min + v % (s.max - s.min + 1);
+            let _ = decode_request(frame(s.key as i16, version, &[&[0xff, 0xff, 0][..], &body].concat()));
+        }
     }
 
     /// A count larger than the bytes left is refused before anything is allocated: Metadata's topic
