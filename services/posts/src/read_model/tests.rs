@@ -1,5 +1,5 @@
 //! The read model's version check, case by case, and racing appliers, on SQLite and on
-//! PostgreSQL (`FERRY_TEST_POSTGRES_URL`, a fresh schema per test; skipped when unset).
+//! PostgreSQL (`FERRY_TEST_POSTGRES_URL`, a fresh database per test; skipped when unset).
 
 use std::future::Future;
 
@@ -23,23 +23,13 @@ async fn on_sqlite<F: FnOnce(Database) -> Fut, Fut: Future<Output = ()>>(test: F
 }
 
 async fn on_postgres<F: FnOnce(Database) -> Fut, Fut: Future<Output = ()>>(test: F) {
-    let Some(url) = std::env::var("FERRY_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        println!("skipped: FERRY_TEST_POSTGRES_URL not set");
+    let Some(url) = ferry_testkit::postgres_url() else {
         return;
     };
-    let schema = format!("posts_rm_test_{}", Uuid::now_v7().simple());
-    let db = Database::connect_in_schema(&url, &schema).await.unwrap();
+    let fresh = ferry_testkit::pg::FreshDatabase::create(&url, "posts_rm").await;
+    let db = Database::connect(&fresh.url).await.unwrap();
     test(db.clone()).await;
     db.close().await;
-    let admin = Database::connect(&url).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    admin.close().await;
 }
 
 macro_rules! on_both_stores {
