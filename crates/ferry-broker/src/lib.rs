@@ -57,6 +57,9 @@ pub enum Error {
     /// A background task failed (a panic in storage code).
     #[error("broker task failed: {0}")]
     Task(String),
+    /// Another process (or another broker in this one) owns the data directory.
+    #[error(transparent)]
+    Locked(#[from] ferry_lockfile::Error),
     /// The data directory's own files (the cluster id) could not be read or written.
     #[error("data directory {path}: {source}")]
     DataDir {
@@ -74,6 +77,9 @@ pub struct BrokerHandle {
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The data directory's lock, also held by the accept loop: released once the broker has
+    /// stopped (or, if this handle is dropped without a shutdown, when the accept loop ends).
+    _lock: Arc<ferry_lockfile::LockFile>,
 }
 
 impl BrokerHandle {
@@ -109,12 +115,15 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let listener: ferry_log::DurableListener = Arc::new(move || listener_signal.notify_waiters());
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
-    let (store, cluster_id, groups, producer_ids) =
+    let (lock, store, cluster_id, groups, producer_ids) =
         tokio::task::spawn_blocking(move || -> Result<_, Error> {
             std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
                 path: data_dir.clone(),
                 source,
             })?;
+            // Before reading anything: a second broker on these files would hand out the same
+            // offsets to other records, and one side's acknowledged data would be lost.
+            let lock = Arc::new(ferry_lockfile::LockFile::for_dir(&data_dir)?);
             let cluster_id = cluster_id(&data_dir)?;
             let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
             let groups =
@@ -124,7 +133,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
                     path: data_dir.join("producer-ids"),
                     source,
                 })?;
-            Ok((store, cluster_id, groups, Arc::new(producer_ids)))
+            Ok((lock, store, cluster_id, groups, Arc::new(producer_ids)))
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
@@ -159,8 +168,13 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         config,
     });
     let shutdown = CancellationToken::new();
+    let accept_lock = lock.clone();
+    let accepting = server::accept_loop(tcp, shared.clone(), shutdown.clone());
     let tasks = vec![
-        tokio::spawn(server::accept_loop(tcp, shared.clone(), shutdown.clone())),
+        tokio::spawn(async move {
+            accepting.await;
+            drop(accept_lock);
+        }),
         tokio::spawn(retention_loop(shared.clone(), shutdown.clone())),
         tokio::spawn(group_clock(shared.clone(), shutdown.clone())),
     ];
@@ -170,6 +184,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         shared,
         shutdown,
         tasks,
+        _lock: lock,
     })
 }
 

@@ -129,6 +129,11 @@ impl ChildBroker {
         }
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush; whatever the broker had not made durable is lost.
     pub fn kill(mut self) {
         self.process.child.kill().expect("kill");
