@@ -29,6 +29,8 @@ pub enum ErrorCode {
     Conflict,
     /// A domain rule forbids the command (edit a deleted post, delete someone else's post).
     RuleViolated,
+    /// The request body is larger than the service accepts.
+    PayloadTooLarge,
     /// The request needs a media type we do not accept.
     UnsupportedMediaType,
     /// A dependency (database, broker) is not available right now; retry later.
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RuleViolated => "rule_violated",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::InvalidField | ErrorCode::RuleViolated => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -156,6 +160,14 @@ where
                 JsonRejection::MissingJsonContentType(_) => ApiError::new(
                     ErrorCode::UnsupportedMediaType,
                     "send the body as JSON (Content-Type: application/json)",
+                ),
+                // The body limit (`fields::MAX_BODY_BYTES`) stopped the read.
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "the request body is larger than {} bytes",
+                        crate::fields::MAX_BODY_BYTES
+                    ),
                 ),
                 other => ApiError::new(ErrorCode::InvalidBody, other.body_text()),
             }),
@@ -257,6 +269,11 @@ mod tests {
             ApiError::new(ErrorCode::InvalidBody, "x"),
             400,
             "invalid_body",
+        );
+        check(
+            ApiError::new(ErrorCode::PayloadTooLarge, "x"),
+            413,
+            "payload_too_large",
         );
     }
 }

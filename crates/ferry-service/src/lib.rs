@@ -14,11 +14,12 @@
 //! binary runs one (`ferry run <service>`) or all of them (`ferry up`) that way.
 
 mod error;
+pub mod fields;
 mod runtime;
 mod server;
 
 pub use error::{ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, limit};
-pub use runtime::{Runtime, StartError, Transport};
+pub use runtime::{PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
 pub use server::{ServiceHandle, serve};
 
 use std::path::PathBuf;

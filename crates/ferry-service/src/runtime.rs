@@ -30,6 +30,9 @@ pub enum StartError {
     /// The HTTP port could not be bound.
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
+    /// Another process runs this service on the same data directory.
+    #[error(transparent)]
+    Locked(#[from] ferry_lockfile::Error),
 }
 
 /// The transport a service talks over: RabbitMQ when the configuration has an AMQP URL,
@@ -74,6 +77,10 @@ pub struct Runtime {
     /// `Send` (a boxed future is not `Sync`); never contended.
     routers: Mutex<Vec<BoxFuture<'static, ()>>>,
     relays: Mutex<Vec<BoxFuture<'static, ()>>>,
+    /// On SQLite, the lock on `<data_dir>/<name>.db.lock`, held until the service has stopped.
+    lock: Option<ferry_lockfile::LockFile>,
+    /// The databases whose outbox a relay publishes: `/outbox/parked` lists their parked rows.
+    outboxes: Vec<Database>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -89,11 +96,24 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// A runtime for service `name`. Creates the publisher; connects nothing yet.
+    ///
+    /// With SQLite (no database URL) it first locks `<data_dir>/<name>.db.lock`: two copies of a
+    /// service on one file would both relay its outbox and race on its counters, so the second
+    /// is refused at once with [`StartError::Locked`], naming the holder's pid.
     pub fn new(
         name: &'static str,
         config: ServiceConfig,
         shutdown: CancellationToken,
-    ) -> ferry_toolkit::Result<Runtime> {
+    ) -> Result<Runtime, StartError> {
+        let lock = match &config.database_url {
+            Some(url) if !url.is_empty() => None,
+            _ => {
+                std::fs::create_dir_all(&config.data_dir)?;
+                Some(ferry_lockfile::LockFile::acquire(
+                    config.data_dir.join(format!("{name}.db.lock")),
+                )?)
+            }
+        };
         let transport = Transport::of(&config);
         let publisher = transport.publisher()?;
         Ok(Runtime {
@@ -105,6 +125,8 @@ impl Runtime {
             publisher,
             routers: Mutex::default(),
             relays: Mutex::default(),
+            lock,
+            outboxes: Vec::new(),
         })
     }
 
@@ -146,6 +168,7 @@ impl Runtime {
     /// Starts an outbox relay on `db`, publishing through the service's publisher; stopped
     /// (after the routers) on shutdown.
     pub fn start_relay(&mut self, db: &Database) -> RelayWaker {
+        self.outboxes.push(db.clone());
         let relay = Relay::start(db.clone(), self.publisher.clone());
         let waker = relay.waker();
         lock(&self.relays).push(Box::pin(relay.shutdown()));
@@ -190,8 +213,22 @@ impl Runtime {
             health,
             routers,
             relays,
+            lock: data_lock,
+            outboxes,
             ..
         } = self;
+        let app = if outboxes.is_empty() {
+            app
+        } else {
+            app.route(
+                PARKED_PATH,
+                axum::routing::get(move || parked_rows(name, outboxes.clone())),
+            )
+        };
+        // Larger bodies are refused with 413 before they are read (see `fields`).
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(
+            crate::fields::MAX_BODY_BYTES,
+        ));
         let mut handle = crate::serve(name, &config, app, health, openapi, shutdown).await?;
         let server = handle.task;
         handle.task = tokio::spawn(async move {
@@ -204,10 +241,48 @@ impl Runtime {
             for stop in relays {
                 stop.await;
             }
+            // Only now may another copy take over the files.
+            drop(data_lock);
             tracing::info!(service = name, "stopped");
         });
         Ok(handle)
     }
+}
+
+/// Where a service with an outbox lists the rows its relay parked (the dashboard shows them
+/// with the dead letters).
+pub const PARKED_PATH: &str = "/outbox/parked";
+
+/// How many parked rows `/outbox/parked` lists at most, newest first.
+const PARKED_LIMIT: u32 = 100;
+
+/// The parked rows of a service's outboxes (metadata and reason only, never payloads).
+#[derive(Debug, serde::Serialize)]
+pub struct ParkedRows {
+    /// The service.
+    pub service: &'static str,
+    /// Newest first.
+    pub rows: Vec<ferry_toolkit::sql::outbox::ParkedRow>,
+}
+
+async fn parked_rows(
+    service: &'static str,
+    outboxes: Vec<Database>,
+) -> Result<axum::Json<ParkedRows>, crate::ApiError> {
+    let mut rows = Vec::new();
+    for db in &outboxes {
+        rows.extend(
+            ferry_toolkit::sql::outbox::parked(db, PARKED_LIMIT)
+                .await
+                .map_err(|e| {
+                    crate::ApiError::new(
+                        crate::ErrorCode::Unavailable,
+                        format!("cannot read the outbox: {e}"),
+                    )
+                })?,
+        );
+    }
+    Ok(axum::Json(ParkedRows { service, rows }))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -94,5 +94,31 @@ pub enum Error {
     Handler(crate::HandlerError),
 }
 
+impl Error {
+    /// Whether the broker refused a message for good, so that sending it again can never
+    /// succeed: too large for the topic, an invalid record, a topic that does not exist (and is
+    /// not auto-created) or whose name is invalid. The outbox relay parks such a row instead of
+    /// retrying it forever; every other failure (broker down, timeouts, leadership moving) is
+    /// transient and retried.
+    pub fn is_permanent_rejection(&self) -> bool {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+        match self {
+            Error::Kafka(KafkaError::MessageProduction(code)) => matches!(
+                code,
+                Code::MessageSizeTooLarge
+                    | Code::InvalidMessageSize
+                    | Code::InvalidMessage
+                    | Code::InvalidRecord
+                    | Code::MessageBatchTooLarge
+                    | Code::UnknownTopic
+                    | Code::UnknownTopicOrPartition
+                    | Code::InvalidTopic
+                    | Code::TopicAuthorizationFailed
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// `Result` with the toolkit's [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -185,6 +185,7 @@ conformance!(
     rows_staged_by_another_process_are_published,
     each_service_gets_a_database_of_its_own,
     sent_rows_are_deleted_or_kept_then_pruned,
+    row_the_broker_refuses_for_good_is_parked_and_its_key_goes_on,
 );
 
 async fn migrations_apply_once_when_two_processes_start_together(
@@ -217,6 +218,7 @@ async fn migrations_apply_once_when_two_processes_start_together(
         ("ferry-toolkit", 1, "outbox"),
         ("ferry-toolkit", 2, "inbox"),
         ("ferry-toolkit", 3, "leases"),
+        ("ferry-toolkit", 4, "outbox_parked"),
     ]
     .iter()
     .map(|(s, v, n)| ((*s).to_owned(), *v, (*n).to_owned()))
@@ -329,13 +331,18 @@ async fn failed_key_backs_off_without_holding_up_other_keys(
     };
     let broker = TestBroker::start();
     let good = unique("good");
-    let config = kafka(&broker.bootstrap()).set_producer("message.timeout.ms", "2000");
-    let publisher = Publisher::kafka(&config)?;
-    // entity-bad's events go to a topic name Kafka refuses, so every publish of them fails.
-    let bad_topic = "not a valid topic!";
+    // The real Kafka sender, except that key "bad" meets a transient failure (as if its
+    // partition's leader were away) until the test heals it.
+    let flaky = FlakyKey {
+        inner: ferry_toolkit::kafka::KafkaSender::new(&kafka(&broker.bootstrap()))?,
+        key: b"bad",
+        broken: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let broken = flaky.broken.clone();
+    let publisher = Publisher::new(flaky);
     let db = &store.db;
     for seq in 0..3 {
-        command(db, bad_topic, "bad", seq).await?;
+        command(db, &good, "bad", seq).await?;
     }
     let relay = Relay::new(db.clone(), publisher)
         .config(relay_config())
@@ -381,11 +388,8 @@ async fn failed_key_backs_off_without_holding_up_other_keys(
             .try_get(0)?;
     assert!(error.is_some_and(|e| !e.is_empty()));
 
-    // Fixed by hand (the topic renamed): the key's rows go out, in order.
-    sqlx::query("UPDATE ferry_outbox SET topic = $1 WHERE msg_key = 'bad'")
-        .bind(&good)
-        .execute(db.pool())
-        .await?;
+    // The failure passes: the key's rows go out, in order, none of them parked.
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
     relay.notify();
     assert!(wait_drained(&relay).await);
     let messages = read_topic(&broker.bootstrap(), &good, 63, WAIT).await;
@@ -582,6 +586,129 @@ async fn sent_rows_are_deleted_or_kept_then_pruned(f: &StoreFeatures) -> anyhow:
         per_key(&messages, false)["entity-0"],
         (0..10).collect::<Vec<_>>()
     );
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// A sender that fails one key's messages with a transient error while `broken`, and sends
+/// everything else through the real Kafka sender.
+#[derive(Debug)]
+struct FlakyKey {
+    inner: ferry_toolkit::kafka::KafkaSender,
+    key: &'static [u8],
+    broken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[ferry_toolkit::async_trait]
+impl ferry_toolkit::Sender for FlakyKey {
+    async fn send(
+        &self,
+        message: ferry_toolkit::OutgoingMessage,
+    ) -> Result<ferry_toolkit::Receipt, ferry_toolkit::SendError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst)
+            && message.key.as_deref() == Some(self.key)
+        {
+            return Err(ferry_toolkit::SendError {
+                message,
+                error: ferry_toolkit::Error::Unavailable("leader not available (injected)".into()),
+            });
+        }
+        self.inner.send(message).await
+    }
+}
+
+/// The same type as [`Counted`] with padding, to make one event larger than its topic allows.
+#[derive(Debug, Serialize, Deserialize)]
+struct Padded {
+    entity: String,
+    seq: u64,
+    pad: String,
+}
+
+impl Message for Padded {
+    const TYPE: &'static str = Counted::TYPE;
+    fn key(&self) -> String {
+        self.entity.clone()
+    }
+}
+
+/// A committed event larger than the topic's `max.message.bytes` was once retried forever, and
+/// the rows of its key behind it never went out. Now the relay parks it (kept, with the reason,
+/// counted, listed) and publishes the key's next rows.
+async fn row_the_broker_refuses_for_good_is_parked_and_its_key_goes_on(
+    f: &StoreFeatures,
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let Some(store) = migrated(f).await else {
+        return Ok(());
+    };
+    ferry_toolkit::ops::metrics::install();
+    let broker = TestBroker::start();
+    let topic = unique("small");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()?;
+    for created in admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "2048")],
+            &AdminOptions::new(),
+        )
+        .await?
+    {
+        created.map_err(|(t, e)| anyhow::anyhow!("create {t}: {e}"))?;
+    }
+    let db = &store.db;
+    command(db, &topic, "k", 0).await?;
+    let mut tx = db.begin().await?;
+    let big = Padded {
+        entity: "k".into(),
+        seq: 1,
+        pad: "x".repeat(10_000),
+    };
+    outbox::enqueue(&mut tx, &topic, &big, &Envelope::new::<Padded>()).await?;
+    tx.commit().await?;
+    command(db, &topic, "k", 2).await?;
+
+    let publisher = Publisher::kafka(&kafka(&broker.bootstrap()))?;
+    let relay = Relay::new(db.clone(), publisher)
+        .config(relay_config())
+        .spawn();
+    let messages = read_topic(&broker.bootstrap(), &topic, 2, WAIT).await;
+    assert_eq!(
+        per_key(&messages, false)["k"],
+        [0, 2],
+        "the key went on past the refused row"
+    );
+    assert!(wait_drained(&relay).await, "a parked row is not pending");
+
+    let parked = outbox::parked(db, 10).await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let row = &parked[0];
+    assert_eq!(
+        (row.topic.as_str(), row.key.as_str()),
+        (topic.as_str(), "k")
+    );
+    assert!(row.payload_bytes > 10_000);
+    assert!(
+        row.reason.to_lowercase().contains("too large"),
+        "the reason says why: {}",
+        row.reason
+    );
+    assert!(metric("ferry_outbox_parked_total", &[("topic", &topic)]) >= 1.0);
+
+    // Parked means never tried again: its attempts stay where parking left them.
+    let attempts = |db: Database| async move {
+        sqlx::query("SELECT attempts FROM ferry_outbox WHERE parked_at IS NOT NULL")
+            .fetch_one(db.pool())
+            .await
+            .and_then(|r| r.try_get::<i64, _>(0))
+            .unwrap()
+    };
+    let before = attempts(db.clone()).await;
+    relay.notify();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(attempts(db.clone()).await, before);
     relay.shutdown().await;
     Ok(())
 }

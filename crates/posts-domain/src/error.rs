@@ -84,6 +84,14 @@ pub enum PostError {
     /// A post is deleted once.
     #[error("the post has already been deleted")]
     AlreadyDeleted,
+    /// A text is longer than its bound (see [`crate::limits`]): its event must fit on the topic.
+    #[error("the {field} is longer than {max} characters")]
+    TooLong {
+        /// Which text: `message`, `comment`, `author` or `username`.
+        field: &'static str,
+        /// Its bound, in characters.
+        max: usize,
+    },
 }
 
 impl PostError {
@@ -94,7 +102,8 @@ impl PostError {
             PostError::EmptyAuthor
             | PostError::EmptyMessage
             | PostError::EmptyComment
-            | PostError::EmptyUsername => ErrorKind::Invalid,
+            | PostError::EmptyUsername
+            | PostError::TooLong { .. } => ErrorKind::Invalid,
             PostError::NotCommentAuthor(_) | PostError::NotPostAuthor => ErrorKind::Forbidden,
             PostError::AlreadyExists
             | PostError::PostDeleted(_)
@@ -118,6 +127,7 @@ impl PostError {
             PostError::NotCommentAuthor(_) => "not_comment_author",
             PostError::NotPostAuthor => "not_post_author",
             PostError::AlreadyDeleted => "post_already_deleted",
+            PostError::TooLong { .. } => "too_long",
         }
     }
 }

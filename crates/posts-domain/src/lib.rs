@@ -5,7 +5,8 @@
 //!
 //! The rules:
 //! - no edits, likes or comments on a deleted post;
-//! - an empty message or comment (or author, or username) is refused;
+//! - an empty message or comment (or author, or username) is refused, and so is one longer than
+//!   its bound in [`limits`] (every event must fit in one Kafka record);
 //! - only a comment's author edits or removes it (usernames compared case-insensitively);
 //! - only the post's author deletes it, and only once.
 //!
@@ -15,6 +16,17 @@
 
 mod error;
 mod events;
+
+/// The longest texts a post accepts, in characters. Each event carries at most one of the long
+/// ones, so with JSON escaping every event stays far below Kafka's default 1 MiB record limit.
+pub mod limits {
+    /// A post's message.
+    pub const MESSAGE: usize = 10_000;
+    /// A comment.
+    pub const COMMENT: usize = 2_000;
+    /// An author's or commenter's name.
+    pub const NAME: usize = 100;
+}
 
 use std::collections::BTreeMap;
 
@@ -196,8 +208,8 @@ impl Aggregate for Post {
             if self.id.is_some() {
                 return Err(PostError::AlreadyExists);
             }
-            non_empty(author, PostError::EmptyAuthor)?;
-            non_empty(message, PostError::EmptyMessage)?;
+            text(author, PostError::EmptyAuthor, "author", limits::NAME)?;
+            text(message, PostError::EmptyMessage, "message", limits::MESSAGE)?;
             return Ok(vec![
                 PostCreated {
                     post_id: *post_id,
@@ -213,7 +225,7 @@ impl Aggregate for Post {
             PostCommand::NewPost { .. } => unreachable!("handled above"),
             PostCommand::EditMessage { message } => {
                 self.active(PostAction::EditMessage)?;
-                non_empty(message, PostError::EmptyMessage)?;
+                text(message, PostError::EmptyMessage, "message", limits::MESSAGE)?;
                 MessageUpdated {
                     post_id,
                     message: message.clone(),
@@ -231,8 +243,8 @@ impl Aggregate for Post {
                 at,
             } => {
                 self.active(PostAction::AddComment)?;
-                non_empty(comment, PostError::EmptyComment)?;
-                non_empty(username, PostError::EmptyUsername)?;
+                text(comment, PostError::EmptyComment, "comment", limits::COMMENT)?;
+                text(username, PostError::EmptyUsername, "username", limits::NAME)?;
                 if self.comments.contains_key(comment_id) {
                     return Err(PostError::CommentExists(*comment_id));
                 }
@@ -252,7 +264,7 @@ impl Aggregate for Post {
                 at,
             } => {
                 self.active(PostAction::EditComment)?;
-                non_empty(comment, PostError::EmptyComment)?;
+                text(comment, PostError::EmptyComment, "comment", limits::COMMENT)?;
                 self.own_comment(*comment_id, username, "edit")?;
                 CommentUpdated {
                     post_id,
@@ -328,9 +340,12 @@ fn same_user(a: &str, b: &str) -> bool {
     a == b || a.to_lowercase() == b.to_lowercase()
 }
 
-fn non_empty(text: &str, error: PostError) -> Result<()> {
+/// A text that must not be blank (`empty`) nor longer than `max` characters.
+fn text(text: &str, empty: PostError, field: &'static str, max: usize) -> Result<()> {
     if text.trim().is_empty() {
-        Err(error)
+        Err(empty)
+    } else if text.len() > max && text.chars().count() > max {
+        Err(PostError::TooLong { field, max })
     } else {
         Ok(())
     }

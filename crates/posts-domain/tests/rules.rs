@@ -109,6 +109,60 @@ fn new_post_creates_it_once_with_an_author_and_a_message() {
 }
 
 #[test]
+fn texts_longer_than_their_bound_are_refused_so_every_event_fits_the_topic() {
+    use posts_domain::limits;
+    let long = |n: usize| "é".repeat(n);
+    let new = |author: String, message: String| PostCommand::NewPost {
+        post_id: POST,
+        author,
+        message,
+        at: T,
+    };
+    let too_long = |field, max| Err(PostError::TooLong { field, max });
+    // At the bound (in characters, not bytes) is fine; one more is not.
+    let at_bound = new("alice".into(), long(limits::MESSAGE));
+    assert!(given::<Post>([]).when(at_bound).into_result().is_ok());
+    check(
+        [],
+        new("alice".into(), long(limits::MESSAGE + 1)),
+        too_long("message", limits::MESSAGE),
+    );
+    check(
+        [],
+        new(long(limits::NAME + 1), "hi".into()),
+        too_long("author", limits::NAME),
+    );
+    check(
+        [created()],
+        edit_message(&long(limits::MESSAGE + 1)),
+        too_long("message", limits::MESSAGE),
+    );
+    check(
+        [created()],
+        add_comment(&long(limits::COMMENT + 1), "bob"),
+        too_long("comment", limits::COMMENT),
+    );
+    check(
+        [created()],
+        add_comment("nice", &long(limits::NAME + 1)),
+        too_long("username", limits::NAME),
+    );
+    check(
+        [created(), commented()],
+        edit_comment(&long(limits::COMMENT + 1), "bob"),
+        too_long("comment", limits::COMMENT),
+    );
+    assert_eq!(
+        PostError::TooLong {
+            field: "message",
+            max: 5
+        }
+        .kind(),
+        ErrorKind::Invalid
+    );
+}
+
+#[test]
 fn every_command_on_an_unknown_post_is_not_found() {
     for command in [
         edit_message("x"),

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{post, put};
 use ferry_contracts::courses::{CourseMessage, Method, TOPIC};
-use ferry_service::{ApiError, ApiJson, Runtime, ServiceConfig, ServiceHandle};
+use ferry_service::{ApiError, ApiJson, Runtime, ServiceConfig, ServiceHandle, fields};
 use ferry_toolkit::Envelope;
 use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::{self, RelayWaker};
@@ -76,12 +76,14 @@ pub async fn start(
     Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
-/// A required, non-blank text field.
-fn required(field: &str, value: Option<String>) -> Result<String, ApiError> {
-    match value.map(|v| v.trim().to_owned()) {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(ApiError::invalid_field(format!("{field} is required"))),
-    }
+/// The name: required, at most [`fields::NAME`] characters.
+fn name(value: Option<String>) -> Result<String, ApiError> {
+    fields::required_text("name", value, fields::NAME)
+}
+
+/// The code: required, at most [`fields::CODE`] characters.
+fn code(value: Option<String>) -> Result<String, ApiError> {
+    fields::required_text("code", value, fields::CODE)
 }
 
 fn db_error(e: impl std::fmt::Display) -> ApiError {
@@ -144,8 +146,8 @@ async fn create(
 ) -> Result<(StatusCode, ApiJson<Course>), ApiError> {
     let course = Course {
         id: uuid::Uuid::now_v7().to_string(),
-        name: required("name", new.name)?,
-        code: required("code", new.code)?,
+        name: name(new.name)?,
+        code: code(new.code)?,
         active: new.active.unwrap_or(true),
     };
     let mut tx = state.db.begin().await.map_err(db_error)?;
@@ -193,11 +195,11 @@ async fn update(
 ) -> Result<ApiJson<Course>, ApiError> {
     let mut tx = state.db.begin().await.map_err(db_error)?;
     let mut course = load(&mut tx, &id).await?;
-    if let Some(name) = change.name {
-        course.name = required("name", Some(name))?;
+    if let Some(new_name) = change.name {
+        course.name = name(Some(new_name))?;
     }
-    if let Some(code) = change.code {
-        course.code = required("code", Some(code))?;
+    if let Some(new_code) = change.code {
+        course.code = code(Some(new_code))?;
         if code_taken(&mut tx, &course.code, &id).await? {
             return Err(ApiError::conflict(format!(
                 "a course with code {:?} exists",

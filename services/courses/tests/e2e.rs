@@ -218,3 +218,88 @@ async fn every_api_has_an_openapi_document_and_unknown_paths_are_json_404() {
         assert_eq!(body["error"]["code"], "not_found");
     }
 }
+
+/// A 1.5 MB course name once got 201, and its event could never be published: the relay retried
+/// it forever and the course never appeared. Now every field has a bound and the body a limit,
+/// so whatever is accepted is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_field_is_rejected_not_stuck() {
+    let s = start().await;
+    #[track_caller]
+    fn check_error(got: (StatusCode, Value), status: StatusCode, code: &str) {
+        let (got_status, body) = got;
+        assert_eq!(got_status, status, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+    let huge = "n".repeat(1_500_000);
+    check_error(
+        s.send(
+            Method::POST,
+            "/api/v1/courses",
+            Some(json!({"name": huge, "code": "BIG"})),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    check_error(
+        s.send(
+            Method::POST,
+            "/api/v1/courses",
+            Some(json!({"name": "n".repeat(201), "code": "C1"})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
+    check_error(
+        s.send(
+            Method::POST,
+            "/api/v1/courses",
+            Some(json!({"name": "ok", "code": "c".repeat(51)})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
+
+    // At the bound (200 characters of 4 bytes each) it is accepted, and delivered.
+    let longest = "😀".repeat(200);
+    let (status, created) = s
+        .send(
+            Method::POST,
+            "/api/v1/courses",
+            Some(json!({"name": longest, "code": "LONG"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let read = s
+        .until(&format!("/api/v1/courses/{id}"), |st, _| {
+            st == StatusCode::OK
+        })
+        .await;
+    assert_eq!(read["course"]["name"], longest.as_str());
+
+    check_error(
+        s.send(
+            Method::PUT,
+            &format!("/api/v1/courses/{id}"),
+            Some(json!({"name": huge})),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    check_error(
+        s.send(
+            Method::PUT,
+            &format!("/api/v1/courses/{id}"),
+            Some(json!({"name": "n".repeat(201)})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_field",
+    );
+}

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_contracts::orders::{CreditLimitChanged, CustomerCreated, Money, TOPIC};
-use ferry_service::{ApiError, ApiJson};
+use ferry_service::{ApiError, ApiJson, fields};
 use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::{self, RelayWaker};
 use ferry_toolkit::{Envelope, Message};
@@ -120,15 +120,10 @@ async fn create(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewCustomer>,
 ) -> Result<(StatusCode, ApiJson<Customer>), ApiError> {
-    let name = match new.name.map(|n| n.trim().to_owned()) {
-        Some(n) if !n.is_empty() => n,
-        _ => return Err(ApiError::invalid_field("name is required")),
-    };
+    let name = fields::required_text("name", new.name, fields::NAME)?;
     let credit_limit = valid_limit(new.credit_limit)?;
-    let id = match new.id.map(|id| id.trim().to_owned()) {
-        Some(id) if !id.is_empty() => id,
-        _ => uuid::Uuid::now_v7().to_string(),
-    };
+    let id = fields::optional_text("id", new.id, fields::ID)?
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let taken = || ApiError::conflict(format!("customer {id} exists"));
     let mut tx = state.db.begin().await.map_err(db_error)?;
     sqlx::query("INSERT INTO customers (id, name, credit_limit, reserved) VALUES ($1, $2, $3, 0)")

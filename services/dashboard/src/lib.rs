@@ -34,6 +34,7 @@
 mod cluster;
 mod events;
 mod gateway;
+mod parked;
 mod requests;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ struct AppState {
         cluster::dead_letters,
         cluster::redrive,
         cluster::services,
+        parked::parked,
         requests::invoice,
         requests::score,
     ),
@@ -145,6 +147,7 @@ pub async fn start(
         .route("/api/ferry/dlq", get(cluster::dead_letters))
         .route("/api/ferry/dlq/{topic}/redrive", post(cluster::redrive))
         .route("/api/ferry/services", get(cluster::services))
+        .route("/api/ferry/parked", get(parked::parked))
         .route("/api/ferry/invoices", post(requests::invoice))
         .route("/api/ferry/scores", post(requests::score))
         // The original dashboard's paths, as POSTs now that they change state.

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use ferry_contracts::billing::{
     CALCULATE_SCORE, CalculateScore, GENERATE_INVOICE, GenerateInvoice, LineItem, Money,
 };
-use ferry_service::{ApiError, ApiJson, ErrorCode};
+use ferry_service::{ApiError, ApiJson, ErrorCode, fields};
 use ferry_toolkit::{Envelope, Message, Publisher};
 use serde::{Deserialize, Serialize};
 
@@ -48,22 +48,15 @@ pub(crate) struct Accepted {
 }
 
 fn customer(value: Option<String>) -> Result<String, ApiError> {
-    match value.map(|c| c.trim().to_owned()) {
-        Some(c) if !c.is_empty() => Ok(c),
-        _ => Err(ApiError::invalid_field("customer is required")),
-    }
+    fields::required_text("customer", value, fields::ID)
 }
 
 fn line(n: usize, l: LineRequest) -> Result<LineItem, ApiError> {
-    let description = l
-        .description
-        .map(|d| d.trim().to_owned())
-        .unwrap_or_default();
-    if description.is_empty() {
-        return Err(ApiError::invalid_field(format!(
-            "items[{n}].description is required"
-        )));
-    }
+    let description = fields::required_text(
+        &format!("items[{n}].description"),
+        l.description,
+        fields::SHORT_TEXT,
+    )?;
     let quantity = l.quantity.filter(|q| *q > 0).ok_or_else(|| {
         ApiError::invalid_field(format!("items[{n}].quantity must be at least 1"))
     })?;
@@ -124,6 +117,12 @@ pub(crate) async fn invoice(
         return Err(ApiError::invalid_field(
             "items: at least one line is required",
         ));
+    }
+    if items.len() > fields::LIST_ITEMS {
+        return Err(ApiError::invalid_field(format!(
+            "items: at most {} lines",
+            fields::LIST_ITEMS
+        )));
     }
     let items = items
         .into_iter()

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use ferry_contracts::orders::{Money, OrderCreated, OrderStatus, TOPIC};
-use ferry_service::{ApiError, ApiJson};
+use ferry_service::{ApiError, ApiJson, fields};
 use ferry_toolkit::Envelope;
 use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::{self, RelayWaker};
@@ -87,15 +87,10 @@ async fn create(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewOrder>,
 ) -> Result<(StatusCode, ApiJson<Order>), ApiError> {
-    let customer_id = match new.customer_id.map(|c| c.trim().to_owned()) {
-        Some(c) if !c.is_empty() => c,
-        _ => return Err(ApiError::invalid_field("customerId is required")),
-    };
+    let customer_id = fields::required_text("customerId", new.customer_id, fields::ID)?;
     let amount = valid_amount(new.amount)?;
-    let id = match new.id.map(|id| id.trim().to_owned()) {
-        Some(id) if !id.is_empty() => id,
-        _ => uuid::Uuid::now_v7().to_string(),
-    };
+    let id = fields::optional_text("id", new.id, fields::ID)?
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let order = Order {
         id,
         customer_id,

@@ -280,6 +280,32 @@ async fn bad_input_is_a_4xx_and_unknown_ids_are_404() {
             json!({"id": customer, "name": "Bo", "creditLimit": 1}),
             StatusCode::CONFLICT,
         ),
+        // Bounded fields: an event that could never fit on its topic is never accepted.
+        (
+            new_order,
+            json!({"customerId": "c".repeat(101), "amount": 5}),
+            unprocessable,
+        ),
+        (
+            new_order,
+            json!({"id": "o".repeat(101), "customerId": customer, "amount": 5}),
+            unprocessable,
+        ),
+        (
+            new_order,
+            json!({"customerId": "c".repeat(1_500_000), "amount": 5}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            new_customer,
+            json!({"name": "n".repeat(201), "creditLimit": 5}),
+            unprocessable,
+        ),
+        (
+            new_customer,
+            json!({"name": "n".repeat(1_500_000), "creditLimit": 5}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ] {
         let case = format!("POST {}{path} {body}", api.base());
         check_error(api.post(path, body).await, want, &case);

@@ -74,6 +74,9 @@ pub enum Error {
     /// The HTTP port could not be bound.
     #[error("cannot serve HTTP: {0}")]
     Http(#[from] std::io::Error),
+    /// The service's runtime could not start (its data directory is in use by another process).
+    #[error(transparent)]
+    Start(#[from] ferry_service::StartError),
     /// The read model's database failed.
     #[error("read model: {0}")]
     Database(#[from] sqlx::Error),

@@ -18,6 +18,7 @@
 //! | `ferry_replies_dropped_total` | topic, reason | replies to `unknown` or `expired` requests |
 //! | `ferry_outbox_published_total` | | outbox rows published by the relay |
 //! | `ferry_outbox_publish_failures_total` | | failed outbox publishes (each is retried) |
+//! | `ferry_outbox_parked_total` | topic | outbox rows the broker refused for good, parked instead of retried |
 //! | `ferry_outbox_delay_seconds` | | histogram of the time from staging a row to its acknowledged publish |
 
 use std::sync::OnceLock;
@@ -49,6 +50,8 @@ pub const REPLIES_DROPPED: &str = "ferry_replies_dropped_total";
 pub const OUTBOX_PUBLISHED: &str = "ferry_outbox_published_total";
 /// Failed outbox publishes.
 pub const OUTBOX_FAILED: &str = "ferry_outbox_publish_failures_total";
+/// Outbox rows parked after a permanent rejection.
+pub const OUTBOX_PARKED: &str = "ferry_outbox_parked_total";
 /// Staging-to-publish delay of outbox rows.
 pub const OUTBOX_DELAY: &str = "ferry_outbox_delay_seconds";
 
@@ -140,4 +143,8 @@ pub(crate) fn outbox_published(delay: Duration) {
 
 pub(crate) fn outbox_failed() {
     counter!(OUTBOX_FAILED).increment(1);
+}
+
+pub(crate) fn outbox_parked(topic: &str) {
+    counter!(OUTBOX_PARKED, "topic" => topic.to_owned()).increment(1);
 }

@@ -33,7 +33,7 @@ const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS ferry_migrations (
 )";
 
 /// The toolkit's tables, per dialect: the outbox, the inbox, and relay leases.
-fn toolkit_migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3] {
+fn toolkit_migrations(backend: Backend) -> [(i64, &'static str, &'static str); 4] {
     let outbox = match backend {
         Backend::Sqlite => {
             // AUTOINCREMENT: ids are never reused, so the relay's order by id is the order of
@@ -93,6 +93,16 @@ fn toolkit_migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3
                 owner TEXT NOT NULL,
                 expires_at BIGINT NOT NULL
             )",
+        ),
+        (
+            4,
+            "outbox_parked",
+            // A row the broker refused for good is parked: kept with its reason, never retried.
+            "ALTER TABLE ferry_outbox ADD COLUMN parked_at BIGINT;
+            DROP INDEX ferry_outbox_pending;
+            CREATE INDEX ferry_outbox_pending ON ferry_outbox (id)
+                WHERE sent_at IS NULL AND parked_at IS NULL;
+            CREATE INDEX ferry_outbox_parked ON ferry_outbox (parked_at) WHERE parked_at IS NOT NULL",
         ),
     ]
 }

@@ -340,8 +340,21 @@ async function redrive(topic, button) {
   setTimeout(() => { button.disabled = false; }, 2000);
 }
 
+async function refreshParked() {
+  try {
+    const rows = await call('GET', '/api/ferry/parked');
+    $('#parked tbody').replaceChildren(...rows.map((r) => el('tr', {},
+      el('td', {}, r.service), el('td', {}, r.topic), el('td', {}, r.typeName),
+      el('td', {}, r.key.length > 40 ? `${r.key.slice(0, 40)}…` : r.key),
+      el('td', {}, r.payloadBytes), el('td', {}, r.reason),
+      el('td', {}, new Date(r.parkedAt).toLocaleString()))));
+  } catch { /* the next refresh tries again */ }
+}
+
 connect();
 refreshServices();
 refreshCluster();
+refreshParked();
+setInterval(refreshParked, 5000);
 setInterval(refreshServices, 3000);
 setInterval(refreshCluster, 3000);

@@ -150,13 +150,70 @@ impl Row {
     }
 }
 
-/// Rows staged and not yet sent.
+/// Rows staged and not yet sent (parked rows are not pending: they are never sent).
 pub async fn pending(db: &super::Database) -> Result<i64> {
     use sqlx::Row as _;
-    let row = sqlx::query("SELECT COUNT(*) FROM ferry_outbox WHERE sent_at IS NULL")
-        .fetch_one(db.pool())
-        .await?;
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM ferry_outbox WHERE sent_at IS NULL AND parked_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await?;
     Ok(row.try_get(0)?)
+}
+
+/// A row the relay parked because the broker refused it for good. Its payload is left out on
+/// purpose: this is shown on dashboards, and a payload may hold what must not leave the service.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParkedRow {
+    /// The row's id in `ferry_outbox`.
+    pub id: i64,
+    /// The topic it was for.
+    pub topic: String,
+    /// Its key.
+    pub key: String,
+    /// The message id consumers would have seen.
+    pub message_id: String,
+    /// The message type.
+    pub type_name: String,
+    /// The payload's size in bytes.
+    pub payload_bytes: i64,
+    /// When it was staged (ms since the epoch).
+    pub created_at: i64,
+    /// When it was parked (ms since the epoch).
+    pub parked_at: i64,
+    /// Why the broker refused it.
+    pub reason: String,
+}
+
+/// Parked rows, newest first, at most `limit`.
+pub async fn parked(db: &super::Database, limit: u32) -> Result<Vec<ParkedRow>> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "SELECT id, topic, msg_key, message_id, type_name, LENGTH(payload) AS payload_bytes,
+                created_at, parked_at, last_error
+         FROM ferry_outbox WHERE parked_at IS NOT NULL ORDER BY id DESC LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ParkedRow {
+                id: row.try_get("id")?,
+                topic: row.try_get("topic")?,
+                key: row.try_get("msg_key")?,
+                message_id: row.try_get("message_id")?,
+                type_name: row.try_get("type_name")?,
+                payload_bytes: row.try_get::<Option<i64>, _>("payload_bytes")?.unwrap_or(0),
+                created_at: row.try_get("created_at")?,
+                parked_at: row.try_get("parked_at")?,
+                reason: row
+                    .try_get::<Option<String>, _>("last_error")?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// Deletes rows sent before `older_than` ago, a bounded batch per statement so writers are never

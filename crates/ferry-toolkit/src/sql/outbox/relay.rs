@@ -5,7 +5,11 @@
 //! 2. Read a batch of unsent rows in id order, leaving out keys that are backing off.
 //! 3. Publish: each key's rows one after another (a row is sent only once the previous row of
 //!    its key was acknowledged), up to `max_in_flight_keys` keys at once. A failed publish stops
-//!    its key for this batch and backs that key off exponentially; the other keys go on.
+//!    its key for this batch and backs that key off exponentially; the other keys go on. A row
+//!    the broker refuses for good ([`crate::Error::is_permanent_rejection`]: too large, invalid,
+//!    no such topic) is *parked* instead: kept with its reason (`parked_at`, `last_error`),
+//!    counted in `ferry_outbox_parked_total`, logged, listed by [`super::parked`], and never
+//!    tried again; its key goes on with the next row, so one bad row cannot stop an entity.
 //! 4. Mark the published rows sent in one statement, then go round again at once if the batch
 //!    was full.
 //! 5. Otherwise sleep until woken: by [`RelayHandle::notify`] (in-process, right after a
@@ -228,6 +232,8 @@ struct KeyOutcome {
     key: String,
     /// `(id, created_at)` of each row acknowledged, in order.
     sent: Vec<(i64, i64)>,
+    /// Rows refused for good: (row, reason).
+    parked: Vec<(Parked, String)>,
     /// The row that failed, and why.
     failed: Option<(i64, String)>,
 }
@@ -309,6 +315,18 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
         let mut sent = Vec::new();
         for outcome in outcomes {
             sent.extend(outcome.sent.iter().map(|(id, _)| *id));
+            for (row, reason) in &outcome.parked {
+                metrics::outbox_parked(&row.topic);
+                tracing::error!(
+                    row = row.id,
+                    topic = %row.topic,
+                    key = %outcome.key,
+                    message_id = %row.message_id,
+                    reason = %reason,
+                    "the broker refused an outbox row for good; parked it (kept, not retried)"
+                );
+                park(&db, row.id, reason).await;
+            }
             let now_ms = now_millis();
             for (_, created_at) in &outcome.sent {
                 metrics::outbox_published(Duration::from_millis(
@@ -374,7 +392,7 @@ async fn fetch(
     for _ in 0..MAX_PAGES {
         let page = sqlx::query(
             "SELECT id, topic, msg_key, headers, payload, created_at FROM ferry_outbox
-             WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+             WHERE sent_at IS NULL AND parked_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(cursor)
         .bind(limit)
@@ -462,11 +480,25 @@ async fn publish_key(publisher: &Publisher, key: String, rows: Vec<Row>) -> KeyO
     let mut outcome = KeyOutcome {
         key,
         sent: Vec::with_capacity(rows.len()),
+        parked: Vec::new(),
         failed: None,
     };
     for row in rows {
+        let parked = Parked {
+            id: row.id,
+            topic: row.message.topic.clone(),
+            message_id: row
+                .message
+                .headers
+                .get_str(crate::envelope::header::MESSAGE_ID)
+                .unwrap_or_default()
+                .to_owned(),
+        };
         match publisher.send_raw(row.message).await {
             Ok(_) => outcome.sent.push((row.id, row.created_at)),
+            Err(e) if e.error.is_permanent_rejection() => {
+                outcome.parked.push((parked, e.error.to_string()));
+            }
             Err(e) => {
                 outcome.failed = Some((row.id, e.error.to_string()));
                 break;
@@ -501,6 +533,29 @@ async fn mark_sent(db: &Database, ids: &[i64], delete: bool) {
         if let Err(e) = query.execute(db.writer()).await {
             tracing::error!(error = %e, rows = chunk.len(), "cannot mark outbox rows sent; they will be published again");
         }
+    }
+}
+
+/// What is logged of a parked row (never its payload).
+struct Parked {
+    id: i64,
+    topic: String,
+    message_id: String,
+}
+
+/// Parks a row. If this fails the row is tried again later and parked then.
+async fn park(db: &Database, id: i64, reason: &str) {
+    let result = sqlx::query(
+        "UPDATE ferry_outbox SET parked_at = $2, attempts = attempts + 1, last_error = $3
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now_millis())
+    .bind(reason)
+    .execute(db.writer())
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, row = id, "cannot park an outbox row; it will be tried again");
     }
 }
 

@@ -1,0 +1,104 @@
+//! Bounds on what a command may carry, so that a 2xx is only ever given for an event that fits
+//! on the topic.
+//!
+//! A command's events carry its fields, and a Kafka topic refuses a record batch over its
+//! `max.message.bytes` (1 MiB by default) for good. A service that accepted a 1.5 MB course
+//! name answered 201 for an event that could never be delivered. So every text field has a
+//! length that makes sense for what it is (checked here, answered 422 `invalid_field`), and every
+//! request body has a size limit ([`MAX_BODY_BYTES`], answered 413 `payload_too_large`) well
+//! under the topic's limit: a body is at most a quarter of it, and an event is its fields plus
+//! an envelope of a few hundred bytes. What still cannot be published (a topic configured
+//! smaller) is parked by the outbox relay instead of retried forever.
+
+use crate::ApiError;
+
+/// The largest request body a service reads: a quarter of Kafka's default `max.message.bytes`
+/// (1 MiB), so that the events made from any accepted body fit with room to spare. JSON may
+/// escape a character as 12 bytes (`\ud83d\ude00`), so this still admits the longest text
+/// field ([`POST_TEXT`] characters) however it is written.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Names of people and things (a course, a customer).
+pub const NAME: usize = 200;
+/// Short codes (a course code).
+pub const CODE: usize = 50;
+/// Identifiers chosen by a client (an order or customer id) and user names.
+pub const ID: usize = 100;
+/// A post's text.
+pub const POST_TEXT: usize = 10_000;
+/// A comment's text or an invoice line's description.
+pub const SHORT_TEXT: usize = 2_000;
+/// Items in one list (an invoice's lines).
+pub const LIST_ITEMS: usize = 100;
+
+/// A required text field: trimmed, not blank, at most `max` characters.
+pub fn required_text(field: &str, value: Option<String>, max: usize) -> Result<String, ApiError> {
+    match optional_text(field, value, max)? {
+        Some(value) => Ok(value),
+        None => Err(ApiError::invalid_field(format!("{field} is required"))),
+    }
+}
+
+/// An optional text field: trimmed, `None` when absent or blank, at most `max` characters.
+pub fn optional_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    check_length(field, value, max)?;
+    Ok(Some(value.to_owned()))
+}
+
+/// Refuses `value` if it is longer than `max` characters (422, naming the field and the bound).
+pub fn check_length(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    // Bytes bound characters from above: only count when it could matter.
+    if value.len() > max && value.chars().count() > max {
+        return Err(ApiError::invalid_field(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(value: Option<&str>, max: usize, expected: Result<Option<&str>, &str>) {
+        let got = optional_text("name", value.map(str::to_owned), max);
+        match (got, expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got.as_deref(), want),
+            (Err(e), Err(want)) => {
+                assert_eq!(e.code, crate::ErrorCode::InvalidField);
+                assert!(e.message.contains(want), "{}", e.message);
+            }
+            (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn text_fields_are_trimmed_and_bounded_in_characters() {
+        check(None, 5, Ok(None));
+        check(Some("   "), 5, Ok(None));
+        check(Some(" abc "), 5, Ok(Some("abc")));
+        check(Some("abcde"), 5, Ok(Some("abcde")));
+        check(Some("abcdef"), 5, Err("longer than 5 characters"));
+        // Five characters of four bytes each are five characters.
+        check(Some("😀😀😀😀😀"), 5, Ok(Some("😀😀😀😀😀")));
+        check(Some("😀😀😀😀😀😀"), 5, Err("longer than 5"));
+    }
+
+    #[test]
+    fn a_required_field_names_itself() {
+        let e = required_text("code", Some(" ".into()), 5).unwrap_err();
+        assert_eq!(e.message, "code is required");
+    }
+}
