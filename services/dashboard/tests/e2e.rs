@@ -371,3 +371,61 @@ async fn the_gateway_forwards_api_paths_to_their_owner_and_says_when_it_cannot()
             .all(|s| s["up"] == false && s["ready"] == false)
     );
 }
+
+/// An event the broker refuses for good (here: its topic was configured with a 100-byte
+/// `max.message.bytes`) is parked by the service's relay and shown beside the dead letters, with
+/// its reason and without its payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_outbox_row_is_shown_with_the_dead_letters() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let harness = Harness::start().await;
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", harness.bootstrap())
+        .create()
+        .unwrap();
+    let topic = ferry_contracts::courses::TOPIC;
+    for created in admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "100")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap()
+    {
+        created.unwrap();
+    }
+    let producer = courses::start_producer(harness.config(), harness.token())
+        .await
+        .unwrap();
+    let upstreams = vec![Upstream::new(
+        "courses-producer",
+        format!("http://{}", producer.addr),
+    )];
+    let dashboard = dashboard::start(harness.config(), upstreams, harness.token())
+        .await
+        .unwrap();
+    let http = Http::new(dashboard.addr);
+    let (status, created) = Http::new(producer.addr)
+        .post(
+            "/api/v1/courses",
+            json!({"name": "Too big for its topic", "code": "P1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let rows = http
+        .until("/api/ferry/parked", |st, rows| {
+            st == StatusCode::OK && rows.as_array().is_some_and(|r| !r.is_empty())
+        })
+        .await;
+    let row = &rows[0];
+    assert_eq!(row["service"], "courses-producer", "{row}");
+    assert_eq!(row["topic"], topic, "{row}");
+    assert_eq!(row["key"], created["id"], "{row}");
+    assert!(
+        row["reason"]
+            .as_str()
+            .is_some_and(|r| r.to_lowercase().contains("too large")),
+        "{row}"
+    );
+    assert!(row.get("payload").is_none(), "no payload is served: {row}");
+}
