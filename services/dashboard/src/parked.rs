@@ -69,6 +69,6 @@ pub(crate) async fn parked(State(state): State<AppState>) -> ApiJson<Vec<ParkedR
         .flatten()
         .flatten()
         .collect();
-    rows.sort_by(|a, b| b.parked_at.cmp(&a.parked_at));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.parked_at));
     ApiJson(rows)
 }

@@ -108,6 +108,9 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// For the leader only: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader need not assign again (KIP-345: a static leader came back to a Stable group
+    /// with unchanged metadata); JoinGroup v9 tells it so.
+    pub skip_assignment: bool,
 }
 
 impl JoinOutcome {
@@ -255,6 +258,7 @@ impl Coordinator {
             .or_insert_with(|| Group::new(0, None));
 
         // Who is joining: a known member, a static member coming back, or a new one.
+        let mut returning_static = false;
         let member_id = if req.member_id.is_empty() {
             let static_old = req.instance_id.as_ref().and_then(|iid| {
                 group
@@ -277,6 +281,7 @@ impl Coordinator {
                     group.leader = Some(new_id.clone());
                 }
                 group.members.insert(new_id.clone(), m);
+                returning_static = true;
             }
             new_id
         } else if group.members.contains_key(&req.member_id) {
@@ -311,6 +316,40 @@ impl Coordinator {
                 member_id,
             ));
             return (rx, done);
+        }
+
+        // As Kafka's GroupCoordinator: a member already in the current generation whose
+        // subscription did not change gets the current generation back at once, instead of
+        // making everyone rebalance. Only the leader's plain rejoin of a Stable group still
+        // rebalances: that is how a leader asks for one (it saw topic metadata change).
+        if matches!(group.state, State::Stable | State::CompletingRebalance)
+            && type_ok
+            && let Some(member) = group.members.get_mut(&member_id)
+            && member.protocols == req.protocols
+        {
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let leader_asks = is_leader && !returning_static && group.state == State::Stable;
+            if !leader_asks {
+                member.session_timeout = req.session_timeout;
+                member.rebalance_timeout = req.rebalance_timeout;
+                member.last_seen = now;
+                let chosen = group.protocol.clone().unwrap_or_default();
+                let _ = tx.send(JoinOutcome {
+                    error: None,
+                    generation: group.generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol: group.protocol.clone(),
+                    leader: group.leader.clone().unwrap_or_default(),
+                    member_id: member_id.clone(),
+                    members: if is_leader {
+                        member_metadata(group, &chosen)
+                    } else {
+                        Vec::new()
+                    },
+                    skip_assignment: is_leader && group.state == State::Stable,
+                });
+                return (rx, done);
+            }
         }
 
         let member = group
@@ -746,19 +785,7 @@ fn maybe_complete(
     }
     let leader = group.leader.clone().unwrap_or_default();
     let chosen = protocol.clone().unwrap_or_default();
-    let everyone: Vec<(String, Option<String>, Bytes)> = group
-        .members
-        .iter()
-        .map(|(id, m)| {
-            let meta = m
-                .protocols
-                .iter()
-                .find(|(n, _)| *n == chosen)
-                .map(|(_, b)| b.clone())
-                .unwrap_or_default();
-            (id.clone(), m.instance_id.clone(), meta)
-        })
-        .collect();
+    let everyone = member_metadata(group, &chosen);
     group.state = State::CompletingRebalance;
     for (id, m) in group.members.iter_mut() {
         m.assignment = Bytes::new();
@@ -776,6 +803,7 @@ fn maybe_complete(
                 } else {
                     Vec::new()
                 },
+                skip_assignment: false,
             });
         }
     }
@@ -785,6 +813,24 @@ fn maybe_complete(
         group.generation,
         group.protocol_type.clone(),
     ))
+}
+
+/// Every member with its instance id and its metadata for the `chosen` protocol, as the leader
+/// gets them in its JoinGroup answer.
+fn member_metadata(group: &Group, chosen: &str) -> Vec<(String, Option<String>, Bytes)> {
+    group
+        .members
+        .iter()
+        .map(|(id, m)| {
+            let meta = m
+                .protocols
+                .iter()
+                .find(|(n, _)| n == chosen)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            (id.clone(), m.instance_id.clone(), meta)
+        })
+        .collect()
 }
 
 #[cfg(test)]

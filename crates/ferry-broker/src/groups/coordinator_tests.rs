@@ -184,3 +184,99 @@ fn commits_are_checked_against_membership() {
         Err(GroupError::IllegalGeneration)
     );
 }
+
+/// Two members, Stable at generation 2, with assignments "a" and "b". Returns (leader, follower).
+fn stable_pair(c: &Coordinator, t: Instant, b_instance: Option<&str>) -> (String, String) {
+    let a = join_now(c, join_req("", &["range"]), t);
+    let _ = c.sync("g", 1, &a.member_id, vec![], t);
+    let mut b_req = join_req("", &["range"]);
+    b_req.instance_id = b_instance.map(str::to_owned);
+    let (mut b_rx, _) = c.join(b_req, t);
+    let a2 = join_now(c, join_req(&a.member_id, &["range"]), t);
+    let b = b_rx.try_recv().unwrap();
+    assert_eq!((a2.generation, b.generation), (2, 2));
+    let mut b_sync = c.sync("g", 2, &b.member_id, vec![], t);
+    let _ = c.sync(
+        "g",
+        2,
+        &a.member_id,
+        vec![
+            (a.member_id.clone(), Bytes::from_static(b"a")),
+            (b.member_id.clone(), Bytes::from_static(b"b")),
+        ],
+        t,
+    );
+    assert_eq!(
+        b_sync.try_recv().unwrap().result,
+        Ok(Bytes::from_static(b"b"))
+    );
+    (a.member_id, b.member_id)
+}
+
+#[test]
+fn known_member_rejoining_unchanged_gets_the_current_generation_without_a_rebalance() {
+    let c = Coordinator::default();
+    let t = Instant::now();
+    let (a, b) = stable_pair(&c, t, None);
+    let again = join_now(&c, join_req(&b, &["range"]), t);
+    assert_eq!(again.error, None);
+    assert_eq!(
+        (again.generation, again.member_id.as_str()),
+        (2, b.as_str())
+    );
+    assert_eq!(again.leader, a);
+    assert!(again.members.is_empty(), "a follower gets no member list");
+    assert_eq!(c.describe("g").unwrap().state, State::Stable);
+    assert_eq!(
+        c.heartbeat("g", 2, &a, t),
+        Ok(()),
+        "the leader was not disturbed"
+    );
+    let mut rx = c.sync("g", 2, &b, vec![], t);
+    assert_eq!(rx.try_recv().unwrap().result, Ok(Bytes::from_static(b"b")));
+}
+
+#[test]
+fn changed_metadata_or_the_leaders_rejoin_still_rebalances() {
+    let c = Coordinator::default();
+    let t = Instant::now();
+    let (a, b) = stable_pair(&c, t, None);
+    let mut changed = join_req(&b, &["range"]);
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"new topics"))];
+    let (mut rx, _) = c.join(changed, t);
+    assert!(rx.try_recv().is_err(), "waits for the rebalance");
+    assert_eq!(
+        c.heartbeat("g", 2, &a, t),
+        Err(GroupError::RebalanceInProgress)
+    );
+
+    let c = Coordinator::default();
+    let (a, _) = stable_pair(&c, t, None);
+    let (mut rx, _) = c.join(join_req(&a, &["range"]), t);
+    assert!(
+        rx.try_recv().is_err(),
+        "a leader's rejoin asks for a rebalance"
+    );
+}
+
+#[test]
+fn static_member_coming_back_unchanged_keeps_its_assignment_without_a_rebalance() {
+    let c = Coordinator::default();
+    let t = Instant::now();
+    let (a, b) = stable_pair(&c, t, Some("worker-2"));
+    // The process restarted: no member id, the same instance id and subscription.
+    let mut back = join_req("", &["range"]);
+    back.instance_id = Some("worker-2".into());
+    let again = join_now(&c, back, t);
+    assert_eq!(again.error, None);
+    assert_eq!(again.generation, 2, "no new generation");
+    assert_ne!(again.member_id, b, "a new member id replaces the old one");
+    assert_eq!(c.heartbeat("g", 2, &a, t), Ok(()), "nobody else rebalances");
+    assert_eq!(
+        c.heartbeat("g", 2, &b, t),
+        Err(GroupError::UnknownMemberId),
+        "the old id is fenced"
+    );
+    let mut rx = c.sync("g", 2, &again.member_id, vec![], t);
+    assert_eq!(rx.try_recv().unwrap().result, Ok(Bytes::from_static(b"b")));
+}

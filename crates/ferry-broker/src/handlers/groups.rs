@@ -113,6 +113,7 @@ pub fn join(
     Box::pin(async move {
         let outcome = rx.await.ok()?;
         let mut resp = JoinGroupResponse::default()
+            .with_skip_assignment(version >= 9 && outcome.skip_assignment)
             .with_error_code(outcome.error.map_or(0, |e| group_error(e).code()))
             .with_generation_id(outcome.generation)
             .with_leader(str_bytes(outcome.leader))
