@@ -188,7 +188,7 @@ fn commits_are_checked_against_membership() {
 /// Two members, Stable at generation 2, with assignments "a" and "b". Returns (leader, follower).
 fn stable_pair(c: &Coordinator, t: Instant, b_instance: Option<&str>) -> (String, String) {
     let a = join_now(c, join_req("", &["range"]), t);
-    let _ = c.sync("g", 1, &a.member_id, vec![], t);
+    drop(c.sync("g", 1, &a.member_id, vec![], t));
     let mut b_req = join_req("", &["range"]);
     b_req.instance_id = b_instance.map(str::to_owned);
     let (mut b_rx, _) = c.join(b_req, t);
@@ -196,7 +196,7 @@ fn stable_pair(c: &Coordinator, t: Instant, b_instance: Option<&str>) -> (String
     let b = b_rx.try_recv().unwrap();
     assert_eq!((a2.generation, b.generation), (2, 2));
     let mut b_sync = c.sync("g", 2, &b.member_id, vec![], t);
-    let _ = c.sync(
+    drop(c.sync(
         "g",
         2,
         &a.member_id,
