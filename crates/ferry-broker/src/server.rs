@@ -49,7 +49,10 @@ pub type Pending = BoxFuture<'static, Option<Bytes>>;
 
 /// Accept connections until `shutdown` is cancelled.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let max = shared.config.max_connections.min(Semaphore::MAX_PERMITS);
+    let max = shared
+        .config
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
     let mut refusals = Refusals::default();
     loop {
@@ -139,13 +142,14 @@ impl Activity {
     }
 
     fn response_written(&self) {
-        self.pending.fetch_sub(1, Ordering::Relaxed);
+        // The time first: a reader that sees no request pending also sees when the last ended.
         self.touch();
+        self.pending.fetch_sub(1, Ordering::Release);
     }
 
     /// Requests waiting for their response: the client waits on us, so we are not idle.
     fn busy(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) > 0
+        self.pending.load(Ordering::Acquire) > 0
     }
 }
 

@@ -167,8 +167,10 @@ struct Server {
 
 impl Server {
     async fn run(self, listener: TcpListener) {
-        // Zero would never accept: treat it as one. The top is what the final wait can count.
-        let max = self.limits.max_connections.clamp(1, u32::MAX as usize);
+        // Zero would never accept: treat it as one. The top is what a semaphore holds and the
+        // final wait can count.
+        let top = Semaphore::MAX_PERMITS.min(u32::MAX as usize);
+        let max = self.limits.max_connections.clamp(1, top);
         let slots = Arc::new(Semaphore::new(max));
         let this = Arc::new(self);
         loop {
