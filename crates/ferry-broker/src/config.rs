@@ -25,6 +25,22 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// Largest request frame accepted (Kafka's `socket.request.max.bytes`); a larger one closes the connection.
     pub max_request_bytes: usize,
+    /// A connection with no request and no response outstanding for this long is closed (Kafka's
+    /// `connections.max.idle.ms`, 10 minutes by default). Clients reconnect when they need to.
+    pub connections_max_idle: Duration,
+    /// Once the first byte of a request frame arrived, the whole frame must arrive within this
+    /// time or the connection is closed: a client that trickles a frame (slowloris) cannot hold a
+    /// connection forever. Kafka has no exact equivalent (its `request.timeout.ms` is the
+    /// client's); 30 s lets a 100 MiB frame through at 3.5 MB/s, far slower than any link a broker
+    /// should serve. Raise it with `max_request_bytes` for huge frames over slow links.
+    pub frame_read_timeout: Duration,
+    /// Connections served at once (Kafka's `max.connections`). A connection over the cap is
+    /// closed as soon as it is accepted, with a warning at most every 10 s; the client retries
+    /// with its reconnect backoff. Kafka's default is unlimited; 4,096 is far above what a
+    /// single-node broker's clients open (one or two per client) and far below the open-files
+    /// limit `ferry` raises at start, so a flood of connections cannot take every descriptor
+    /// the log and the services need.
+    pub max_connections: usize,
     /// Defaults for every topic's log (segment size, retention, ...); topics override them by config.
     pub log: LogConfig,
     /// How often retention runs.
@@ -41,6 +57,9 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
+            connections_max_idle: Duration::from_secs(10 * 60),
+            frame_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
             log: LogConfig::default(),
             retention_check_interval: Duration::from_secs(60),
         }

@@ -8,16 +8,29 @@
 //! writes the responses, so a slow fsync for one request overlaps with reading the next.
 //! A malformed or oversized frame stops the reader with a log line; the writer then finishes
 //! what is pending and the connection closes. Nothing else is affected.
+//!
+//! Connections are bounded, so no client can take what the others need:
+//! - at most `max_connections` at once: the accept loop closes a connection over the cap as soon
+//!   as it is accepted (a Kafka client reconnects with backoff) and says so, at most every
+//!   [`REFUSAL_LOG_INTERVAL`], with the count refused since its last line;
+//! - a connection with no request and no response outstanding for `connections_max_idle` is
+//!   closed (Kafka's `connections.max.idle.ms`): the reader waits for the next frame's first
+//!   byte only that long after the connection last read a request or wrote a response;
+//! - once a frame's first byte arrived, the whole frame must arrive within
+//!   `frame_read_timeout`, or the connection is closed (a client trickling bytes, slowloris).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, DecodeError};
@@ -28,26 +41,115 @@ use crate::versions;
 /// Requests read ahead of their responses on one connection.
 const MAX_IN_FLIGHT: usize = 32;
 
+/// The shortest time between two "connection limit reached" warnings.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A response still being worked out: `None` when the request gets no answer (acks=0).
 pub type Pending = BoxFuture<'static, Option<Bytes>>;
 
 /// Accept connections until `shutdown` is cancelled.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let max = shared
+        .config
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let mut refusals = Refusals::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, peer, shared.clone(), shutdown.clone()));
-                }
+                Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(connection(stream, peer, shared.clone(), shutdown.clone(), slot));
+                    }
+                    // Dropping the stream closes it: the client sees the connection end and
+                    // retries later. Waiting in the backlog instead would leave a Kafka client
+                    // hanging on a connection that looks open until its request times out.
+                    Err(_) => refusals.refused(peer, max, Instant::now()),
+                },
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the connections we have.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
+    }
+}
+
+/// Connections refused over the cap, logged at most every [`REFUSAL_LOG_INTERVAL`] so that a
+/// flood of connections does not become a flood of log lines.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Refused since the last line.
+    unlogged: u64,
+    last_line: Option<Instant>,
+}
+
+impl Refusals {
+    fn refused(&mut self, peer: SocketAddr, max: usize, now: Instant) {
+        self.unlogged += 1;
+        if self
+            .last_line
+            .is_none_or(|at| now.duration_since(at) >= REFUSAL_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                %peer,
+                max_connections = max,
+                refused = self.unlogged,
+                "connection limit reached: refusing new connections (count since the last such line)"
+            );
+            self.unlogged = 0;
+            self.last_line = Some(now);
+        }
+    }
+}
+
+/// What the idle timeout watches on one connection: when it last read a request or wrote a
+/// response, and how many requests are read but not yet answered. Shared by its reader and
+/// writer tasks.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    /// Milliseconds after `base`.
+    last: AtomicU64,
+    pending: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    fn request_read(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn response_written(&self) {
+        // The time first: a reader that sees no request pending also sees when the last ended.
+        self.touch();
+        self.pending.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Requests waiting for their response: the client waits on us, so we are not idle.
+    fn busy(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
     }
 }
 
@@ -56,20 +158,26 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
 ) {
     tracing::debug!(%peer, "connection opened");
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_responses(wr, rx));
+    let activity = Arc::new(Activity::new());
+    let writer = tokio::spawn(write_responses(wr, rx, activity.clone()));
     let mut reader = BufReader::with_capacity(64 * 1024, rd);
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => break,
-            frame = read_frame(&mut reader, shared.config.max_request_bytes) => frame,
+            frame = next_frame(&mut reader, &activity, &shared.config) => frame,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
+            Err(FrameError::Idle(idle)) => {
+                tracing::debug!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
@@ -77,6 +185,7 @@ async fn connection(
         };
         match dispatch(&shared, frame, peer) {
             Ok(pending) => {
+                activity.request_read();
                 if tx.send(pending).await.is_err() {
                     break; // the writer stopped: the peer went away
                 }
@@ -92,7 +201,11 @@ async fn connection(
     tracing::debug!(%peer, "connection closed");
 }
 
-async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+async fn write_responses(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    activity: Arc<Activity>,
+) {
     let mut out = BufWriter::with_capacity(64 * 1024, wr);
     while let Some(pending) = rx.recv().await {
         if let Some(bytes) = pending.await
@@ -100,6 +213,7 @@ async fn write_responses(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Rece
         {
             return;
         }
+        activity.response_written();
         // Flush when nothing else is ready, so pipelined responses share one write.
         if rx.is_empty() && out.flush().await.is_err() {
             return;
@@ -128,6 +242,44 @@ pub enum FrameError {
     /// A response could not be encoded (a bug; logged and the connection closed).
     #[error("cannot encode response: {0}")]
     Encode(String),
+    /// No request and no response outstanding for `connections_max_idle`.
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    /// A frame started but did not finish arriving within `frame_read_timeout`.
+    #[error("request frame not complete within {0:?} of its first byte")]
+    FrameTimeout(Duration),
+}
+
+/// Wait for the next frame and read it, within the connection's two timeouts; `Ok(None)` on a
+/// clean end of stream.
+async fn next_frame<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    activity: &Activity,
+    config: &crate::BrokerConfig,
+) -> Result<Option<Bytes>, FrameError> {
+    let max_idle = config.connections_max_idle;
+    loop {
+        // `fill_buf` only looks: cancelled by the timeout, it loses no byte.
+        let deadline = if activity.busy() {
+            // Look again later: by then the responses may be written, which restarts the clock.
+            Instant::now() + max_idle
+        } else {
+            activity.last() + max_idle
+        };
+        match tokio::time::timeout_at(deadline, r.fill_buf()).await {
+            Ok(Ok([])) => return Ok(None),
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) if !activity.busy() && activity.last() + max_idle <= Instant::now() => {
+                return Err(FrameError::Idle(max_idle));
+            }
+            Err(_) => {} // there was activity meanwhile: wait out the rest
+        }
+    }
+    let limit = config.frame_read_timeout;
+    tokio::time::timeout(limit, read_frame(r, config.max_request_bytes))
+        .await
+        .map_err(|_| FrameError::FrameTimeout(limit))?
 }
 
 /// Read one length-prefixed frame; `Ok(None)` on a clean end of stream.
@@ -191,4 +343,25 @@ fn ready(
     let bytes = codec::encode_response(api, version, correlation_id, &body)
         .map_err(|e| FrameError::Encode(e.to_string()))?;
     Ok(Box::pin(async move { Some(bytes) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_most_once_per_interval_with_their_count() {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let start = Instant::now();
+        let mut refusals = Refusals::default();
+        refusals.refused(peer, 3, start);
+        assert_eq!((refusals.unlogged, refusals.last_line), (0, Some(start)));
+        for i in 1..=5 {
+            refusals.refused(peer, 3, start + Duration::from_millis(i));
+        }
+        assert_eq!((refusals.unlogged, refusals.last_line), (5, Some(start)));
+        let later = start + REFUSAL_LOG_INTERVAL;
+        refusals.refused(peer, 3, later);
+        assert_eq!((refusals.unlogged, refusals.last_line), (0, Some(later)));
+    }
 }

@@ -8,7 +8,10 @@
 //!   outbox relay, routers on Kafka or AMQP, the HTTP server) and the order they stop in.
 //! - [`serve`]: binds the port, adds `/health`, `/ready`, `/metrics` (from the toolkit's ops
 //!   module) and `/openapi.json` to the service's routes, answers unknown paths with a JSON 404,
-//!   and shuts down gracefully when the token is cancelled.
+//!   bounds its connections ([`HttpLimits`]: a cap, an idle timeout, a header-read timeout), and
+//!   shuts down gracefully when the token is cancelled.
+//! - [`raise_open_files_limit`]: what the `ferry` binary (and tests holding many sockets) call
+//!   first, since one process serves every service.
 //!
 //! A service crate exposes `start(ServiceConfig, CancellationToken) -> ServiceHandle`; the `ferry`
 //! binary runs one (`ferry run <service>`) or all of them (`ferry up`) that way.
@@ -20,7 +23,10 @@ mod server;
 
 pub use error::{ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, limit};
 pub use runtime::{PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
-pub use server::{ServiceHandle, serve};
+pub use server::{
+    CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle,
+    raise_open_files_limit, serve,
+};
 
 use std::path::PathBuf;
 
@@ -44,6 +50,8 @@ pub struct ServiceConfig {
     /// for its peer on this host at the peer's default port. Services meet through topics;
     /// this is only for the few read-only HTTP feeds (the posts event feed).
     pub peers: std::collections::BTreeMap<String, String>,
+    /// Bounds on the HTTP server's connections: a cap and two timeouts.
+    pub http: HttpLimits,
 }
 
 impl ServiceConfig {
@@ -57,6 +65,7 @@ impl ServiceConfig {
             host: std::net::IpAddr::from([127, 0, 0, 1]),
             amqp_url: None,
             peers: std::collections::BTreeMap::new(),
+            http: HttpLimits::default(),
         }
     }
 

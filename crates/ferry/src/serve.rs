@@ -3,13 +3,14 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args};
 use ferry_broker::{BrokerConfig, BrokerHandle};
 use ferry_service::ServiceConfig;
 
-use crate::services::{Service, Upstream};
+use crate::services::{HttpArgs, Service, Upstream};
 
 /// The single source of the broker's defaults, shown by `--help`.
 fn defaults() -> BrokerConfig {
@@ -38,11 +39,13 @@ pub struct BrokerArgs {
     /// Host name clients are told to connect to (default: the listen address, or 127.0.0.1 for 0.0.0.0).
     #[arg(long)]
     advertised_host: Option<String>,
+    #[command(flatten)]
+    connections: ConnectionArgs,
 }
 
 impl BrokerArgs {
     fn into_config(self) -> BrokerConfig {
-        BrokerConfig {
+        self.connections.apply(BrokerConfig {
             listen: self.listen,
             advertised_host: self.advertised_host,
             data_dir: self.data,
@@ -50,8 +53,40 @@ impl BrokerArgs {
             default_partitions: self.default_partitions,
             max_request_bytes: self.max_request_bytes,
             ..defaults()
+        })
+    }
+}
+
+/// The broker's connection limits, named after Kafka's settings (`ferry broker` and `ferry up`).
+#[derive(Debug, Args)]
+struct ConnectionArgs {
+    /// Broker: close a connection with no request for this long, in ms (Kafka's connections.max.idle.ms).
+    #[arg(long, default_value_t = millis(defaults().connections_max_idle),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    connections_max_idle_ms: u64,
+    /// Broker: close a connection whose request frame is not complete this long after its first byte, in ms.
+    #[arg(long, default_value_t = millis(defaults().frame_read_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    frame_read_timeout_ms: u64,
+    /// Broker: connections served at once (Kafka's max.connections); more are closed at once.
+    #[arg(long, default_value_t = defaults().max_connections as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+impl ConnectionArgs {
+    fn apply(&self, config: BrokerConfig) -> BrokerConfig {
+        BrokerConfig {
+            connections_max_idle: Duration::from_millis(self.connections_max_idle_ms),
+            frame_read_timeout: Duration::from_millis(self.frame_read_timeout_ms),
+            max_connections: self.max_connections as usize,
+            ..config
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +104,10 @@ pub struct UpArgs {
     /// the table printed at start says which.
     #[arg(long)]
     free_ports: bool,
+    #[command(flatten)]
+    connections: ConnectionArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
@@ -88,7 +127,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let broker = match &args.brokers {
         Some(_) => None,
         None => Some(
-            start(BrokerConfig {
+            start(args.connections.apply(BrokerConfig {
                 data_dir: args.data.join("broker"),
                 listen: if args.free_ports {
                     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -96,7 +135,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                     defaults().listen
                 },
                 ..defaults()
-            })
+            }))
             .await?,
         ),
     };
@@ -117,6 +156,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         };
         let mut config = ServiceConfig::new(&brokers, &args.data, port);
         config.database_url = args.database_url.clone();
+        config.http = args.http.limits();
         // Services started before this one, by name (posts-query reads posts-command's feed).
         config.peers.extend(
             upstreams

@@ -4,11 +4,12 @@
 //! table names them, with their default ports, so the command line and `ferry up` share one list.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
 pub use dashboard::Upstream;
-use ferry_service::{ServiceConfig, ServiceHandle};
+use ferry_service::{HttpLimits, ServiceConfig, ServiceHandle};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -190,6 +191,40 @@ pub struct RunArgs {
     /// 127.0.0.1 at their default ports.
     #[arg(long = "upstream", value_parser = parse_upstream)]
     upstreams: Vec<Upstream>,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Every service's HTTP connection limits (`ferry run` and `ferry up`).
+#[derive(Debug, clap::Args)]
+pub struct HttpArgs {
+    /// HTTP connections each service serves at once; more wait until one closes.
+    #[arg(long, default_value_t = HttpLimits::default().max_connections as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_connections: u32,
+    /// Close an HTTP connection that sends no request for this long, in ms.
+    #[arg(long, default_value_t = millis(HttpLimits::default().idle_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    http_idle_timeout_ms: u64,
+    /// Close an HTTP connection whose request line and headers take longer than this to arrive, in ms.
+    #[arg(long, default_value_t = millis(HttpLimits::default().header_read_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_read_timeout_ms: u64,
+}
+
+impl HttpArgs {
+    /// The limits these flags give.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_connections: self.http_max_connections as usize,
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn parse_upstream(s: &str) -> Result<Upstream, String> {
@@ -225,6 +260,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     config.database_url = args.database_url;
     config.amqp_url = args.transport.filter(|t| t.starts_with("amqp"));
+    config.http = args.http.limits();
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let shutdown = CancellationToken::new();

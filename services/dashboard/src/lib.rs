@@ -127,10 +127,7 @@ pub async fn start(
     let state = AppState {
         events,
         upstreams: Arc::new(upstreams),
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| ferry_toolkit::Error::Task(e.to_string()))?,
+        http: gateway_client()?,
         admin: Admin::new(&kafka)?,
         kafka,
         publisher: runtime.publisher(),
@@ -158,6 +155,24 @@ pub async fn start(
         .route("/svc/{service}/{*path}", any(gateway::forward_service))
         .with_state(state);
     Ok(runtime.serve(app, Api::openapi()).await?)
+}
+
+/// The gateway's (and the health checks') client to the services.
+///
+/// Bounded like the services' own servers: a service that does not take the connection within
+/// 5 s is down (its backlog is full); no answer takes longer than 30 s; at most 32 idle
+/// connections are kept per service, each for at most 30 s, well under the 60 s after which a
+/// service closes an idle connection (`ferry_service::HttpLimits`), so a request is never sent on
+/// a connection the service is just closing.
+fn gateway_client() -> Result<reqwest::Client, Error> {
+    use std::time::Duration;
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(32)
+        .build()
+        .map_err(|e| ferry_toolkit::Error::Task(e.to_string()).into())
 }
 
 /// The page, compiled in.

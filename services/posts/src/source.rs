@@ -53,6 +53,9 @@ impl EventSource {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
+            // Under the command service's idle timeout (60 s, `ferry_service::HttpLimits`), so a
+            // page is never asked for on a connection the service is just closing.
+            .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
         EventSource {

@@ -205,7 +205,7 @@ fn stable_pair(c: &Coordinator, t: Instant, b_instance: Option<&str>) -> (String
             (b.member_id.clone(), Bytes::from_static(b"b")),
         ],
         t,
-    );
+    ));
     assert_eq!(
         b_sync.try_recv().unwrap().result,
         Ok(Bytes::from_static(b"b"))
