@@ -44,9 +44,13 @@ mod partition;
 mod producers;
 mod segment;
 mod store;
+mod topic_configs;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader, MAGIC, validate_batches};
 pub use config::{CONFIG_NAMES, LogConfig};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, DurableListener, PartitionLog, ReadResult};
 pub use store::{MAX_PARTITIONS, Store, Topic, TopicMeta};
+pub use topic_configs::{
+    ConfigType, TOPIC_CONFIGS, TopicConfigDef, topic_config, topic_config_for_server_name,
+};
