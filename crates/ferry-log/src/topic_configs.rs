@@ -30,12 +30,12 @@ impl ConfigType {
     /// Kafka's `DescribeConfigsResponse.ConfigType` id.
     pub fn kafka_id(self) -> i8 {
         match self {
-            ConfigType::Boolean => 1,
+            Boolean => 1,
             ConfigType::String => 2,
-            ConfigType::Int => 3,
-            ConfigType::Long => 5,
-            ConfigType::Double => 6,
-            ConfigType::List => 7,
+            Int => 3,
+            Long => 5,
+            Double => 6,
+            List => 7,
         }
     }
 }

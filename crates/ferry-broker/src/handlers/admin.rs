@@ -42,7 +42,10 @@ pub fn create_topics(
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+            // Kafka answers a null error message on success; the codec's default is "".
+            let mut result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_message(None);
             let outcome = if duplicated.contains(&name) {
                 Err((
                     ResponseError::InvalidRequest,
