@@ -30,6 +30,7 @@
 //! <root>/topics/<topic>/<partition>/<base:020>.log       batches back to back, base = first offset
 //! <root>/topics/<topic>/<partition>/<base:020>.index     sparse: (offset - base u32, position u32)
 //! <root>/topics/<topic>/<partition>/<base:020>.timeindex (max timestamp so far i64, offset - base u32)
+//! <root>/topics/<topic>/<partition>/log-start-offset     set by DeleteRecords (decimal), if ever
 //! <root>/tmp/                                            topics being created or deleted
 //! ```
 //!
