@@ -91,15 +91,12 @@ pub fn describe_log_dirs(
         .topics()
         .into_iter()
         .filter_map(|topic| {
-            let only: Option<HashSet<i32>> = match &wanted {
-                None => None,
-                Some(w) => Some(
-                    w.iter()
-                        .filter(|(n, _)| n == topic.name())
-                        .flat_map(|(_, p)| p.iter().copied())
-                        .collect(),
-                ),
-            };
+            let only: Option<HashSet<i32>> = wanted.as_ref().map(|w| {
+                w.iter()
+                    .filter(|(n, _)| n == topic.name())
+                    .flat_map(|(_, p)| p.iter().copied())
+                    .collect()
+            });
             if only.as_ref().is_some_and(HashSet::is_empty) {
                 return None;
             }

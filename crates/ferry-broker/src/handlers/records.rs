@@ -109,12 +109,11 @@ pub fn offset_for_leader_epoch(
                         return result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    // -1: the client does not know the current epoch, so nothing to fence.
+                    // A newer epoch than ours is UNKNOWN_LEADER_EPOCH. An older one would be
+                    // FENCED_LEADER_EPOCH, but below 0 there is only -1, "not known", which
+                    // Kafka does not check.
                     if p.current_leader_epoch > LEADER_EPOCH {
                         return result.with_error_code(ResponseError::UnknownLeaderEpoch.code());
-                    }
-                    if p.current_leader_epoch >= 0 && p.current_leader_epoch < LEADER_EPOCH {
-                        return result.with_error_code(ResponseError::FencedLeaderEpoch.code());
                     }
                     let end = log.log_end_offset();
                     // Kafka's epoch cache is empty until the first append: (-1, -1) then.
