@@ -380,7 +380,7 @@ async fn unknown_config_names_are_rejected_naming_them() {
     );
     assert_eq!(
         resp.topics[0].error_message.as_deref(),
-        Some("invalid config: Unknown topic config name: retention.msec, segmnt.bytes")
+        Some("Unknown topic config name: retention.msec, segmnt.bytes")
     );
 
     let req = CreateTopicsRequest::default().with_topics(vec![

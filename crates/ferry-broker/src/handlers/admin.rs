@@ -113,10 +113,15 @@ fn create_one(
     Failure,
 > {
     let fail = |e: ferry_log::Error| {
+        let message = match &e {
+            // Kafka's own wording ("Unknown topic config name: a, b"), without our prefix.
+            ferry_log::Error::InvalidConfig(m) => m.clone(),
+            other => other.to_string(),
+        };
         (
             ResponseError::try_from_code(error_code(&e))
                 .unwrap_or(ResponseError::UnknownServerError),
-            e.to_string(),
+            message,
         )
     };
     ferry_log::Store::validate_topic_name(name).map_err(fail)?;
