@@ -15,6 +15,7 @@
 
 mod codec;
 mod config;
+mod dynamic_config;
 mod groups;
 mod handlers;
 mod producer_ids;
@@ -115,7 +116,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let listener: ferry_log::DurableListener = Arc::new(move || listener_signal.notify_waiters());
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
-    let (lock, store, cluster_id, groups, producer_ids) =
+    let (lock, (store, dynamic), cluster_id, groups, producer_ids) =
         tokio::task::spawn_blocking(move || -> Result<_, Error> {
             std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
                 path: data_dir.clone(),
@@ -125,6 +126,14 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
             // offsets to other records, and one side's acknowledged data would be lost.
             let lock = Arc::new(ferry_lockfile::LockFile::for_dir(&data_dir)?);
             let cluster_id = cluster_id(&data_dir)?;
+            // Topic defaults: the static config with the dynamic broker configs applied.
+            let dynamic = dynamic_config::DynamicConfigs::open(&data_dir).map_err(|source| {
+                Error::DataDir {
+                    path: data_dir.join("broker-config.json"),
+                    source,
+                }
+            })?;
+            let log_defaults = dynamic.layers().log_defaults(&log_defaults)?;
             let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
             let groups =
                 groups::Groups::open(&data_dir).map_err(|e| Error::Groups(e.to_string()))?;
@@ -133,7 +142,13 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
                     path: data_dir.join("producer-ids"),
                     source,
                 })?;
-            Ok((lock, store, cluster_id, groups, Arc::new(producer_ids)))
+            Ok((
+                lock,
+                (store, dynamic),
+                cluster_id,
+                groups,
+                Arc::new(producer_ids),
+            ))
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
@@ -165,6 +180,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         cluster_id,
         groups,
         producer_ids,
+        dynamic,
         config,
     });
     let shutdown = CancellationToken::new();

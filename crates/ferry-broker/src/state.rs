@@ -29,6 +29,8 @@ pub struct Shared {
     pub groups: Groups,
     /// Producer id allocation for idempotent producers.
     pub producer_ids: Arc<ProducerIds>,
+    /// Broker configs changed at runtime (AlterConfigs on the BROKER resource).
+    pub dynamic: crate::dynamic_config::DynamicConfigs,
 }
 
 impl Shared {

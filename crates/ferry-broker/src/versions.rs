@@ -44,6 +44,17 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::ListGroups, 0, 4),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::InitProducerId, 0, 4),
+    // Admin APIs (issue 16): every version Kafka 4.0 supports.
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The supported range for `key`, if the broker implements it at all.

@@ -394,3 +394,224 @@ async fn every_advertised_version_is_answered() {
     }
     broker.shutdown().await.unwrap();
 }
+
+/// The admin APIs of issue 16, at every advertised version: each answers and decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_admin_version_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+    let str = |v: &str| StrBytes::from_string(v.to_owned());
+    let _: CreateTopicsResponse = call(
+        &mut s,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(name())
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]),
+    )
+    .await;
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name())
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch())),
+                ]),
+        ]);
+    for _ in 0..3 {
+        let _: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce).await;
+    }
+
+    for v in range(ApiKey::AlterConfigs) {
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(str(TOPIC))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(str("retention.ms"))
+                        .with_value(Some(str(&format!("{}", 100_000 + i32::from(v))))),
+                ]),
+        ]);
+        let resp: AlterConfigsResponse = call(&mut s, ApiKey::AlterConfigs, v, &req).await;
+        assert_eq!(resp.responses[0].error_code, 0, "AlterConfigs v{v}");
+    }
+    for v in range(ApiKey::IncrementalAlterConfigs) {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(str("0"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(str("log.retention.bytes"))
+                        .with_config_operation(0)
+                        .with_value(Some(str("1000000000"))),
+                ]),
+        ]);
+        let resp: IncrementalAlterConfigsResponse =
+            call(&mut s, ApiKey::IncrementalAlterConfigs, v, &req).await;
+        assert_eq!(
+            resp.responses[0].error_code, 0,
+            "IncrementalAlterConfigs v{v}"
+        );
+    }
+    for v in range(ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(v >= 1)
+            .with_include_documentation(v >= 3)
+            .with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(str("0")),
+            ]);
+        let resp: DescribeConfigsResponse = call(&mut s, ApiKey::DescribeConfigs, v, &req).await;
+        assert!(
+            resp.results[0]
+                .configs
+                .iter()
+                .any(|c| c.name.as_str() == "advertised.listeners"),
+            "DescribeConfigs BROKER v{v}"
+        );
+    }
+    for v in range(ApiKey::OffsetForLeaderEpoch) {
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(name())
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_leader_epoch(0),
+                    ]),
+            ]);
+        let resp: OffsetForLeaderEpochResponse =
+            call(&mut s, ApiKey::OffsetForLeaderEpoch, v, &req).await;
+        assert_eq!(
+            resp.topics[0].partitions[0].end_offset, 3,
+            "OffsetForLeaderEpoch v{v}"
+        );
+    }
+    for v in range(ApiKey::DeleteRecords) {
+        let req = DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(i64::from(v)),
+                ]),
+        ]);
+        let resp: DeleteRecordsResponse = call(&mut s, ApiKey::DeleteRecords, v, &req).await;
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.low_watermark),
+            (0, i64::from(v)),
+            "DeleteRecords v{v}"
+        );
+    }
+    for v in range(ApiKey::OffsetDelete) {
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(GroupId(str("od")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1),
+                    ]),
+            ]);
+        let _: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 8, &commit).await;
+        let req = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(str("od")))
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ]);
+        let resp: OffsetDeleteResponse = call(&mut s, ApiKey::OffsetDelete, v, &req).await;
+        assert_eq!(
+            (resp.error_code, resp.topics[0].partitions[0].error_code),
+            (0, 0),
+            "OffsetDelete v{v}"
+        );
+    }
+    for v in range(ApiKey::DescribeCluster) {
+        let req = DescribeClusterRequest::default().with_endpoint_type(1);
+        let resp: DescribeClusterResponse = call(&mut s, ApiKey::DescribeCluster, v, &req).await;
+        assert_eq!(
+            (resp.error_code, resp.brokers.len()),
+            (0, 1),
+            "DescribeCluster v{v}"
+        );
+    }
+    for v in range(ApiKey::DescribeLogDirs) {
+        let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+            describe_log_dirs_request::DescribableLogDirTopic::default()
+                .with_topic(name())
+                .with_partitions(vec![0]),
+        ]));
+        let resp: DescribeLogDirsResponse = call(&mut s, ApiKey::DescribeLogDirs, v, &req).await;
+        assert_eq!(
+            resp.results[0].topics[0].partitions.len(),
+            1,
+            "DescribeLogDirs v{v}"
+        );
+    }
+    for v in range(ApiKey::ElectLeaders) {
+        let req = ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(name())
+                    .with_partitions(vec![0]),
+            ]));
+        let resp: ElectLeadersResponse = call(&mut s, ApiKey::ElectLeaders, v, &req).await;
+        assert_eq!(
+            resp.replica_election_results[0].partition_result[0].error_code, 84,
+            "ElectLeaders v{v}: ELECTION_NOT_NEEDED"
+        );
+    }
+    for v in range(ApiKey::AlterPartitionReassignments) {
+        let req = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            alter_partition_reassignments_request::ReassignableTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    alter_partition_reassignments_request::ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(vec![BrokerId(0)])),
+                ]),
+        ]);
+        let resp: AlterPartitionReassignmentsResponse =
+            call(&mut s, ApiKey::AlterPartitionReassignments, v, &req).await;
+        assert_eq!(
+            resp.responses[0].partitions[0].error_code, 0,
+            "AlterPartitionReassignments v{v}"
+        );
+    }
+    for v in range(ApiKey::ListPartitionReassignments) {
+        let resp: ListPartitionReassignmentsResponse = call(
+            &mut s,
+            ApiKey::ListPartitionReassignments,
+            v,
+            &ListPartitionReassignmentsRequest::default().with_topics(None),
+        )
+        .await;
+        assert_eq!(resp.error_code, 0, "ListPartitionReassignments v{v}");
+    }
+    broker.shutdown().await.unwrap();
+}

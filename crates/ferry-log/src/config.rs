@@ -4,9 +4,12 @@
 //! ([`LogConfig::with_overrides`]); only the overrides are persisted, so changing a broker default
 //! changes every topic that does not override it.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::topic_configs::{TOPIC_CONFIGS, topic_config};
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -27,6 +30,10 @@ pub struct LogConfig {
     pub cleanup_policy: String,
     /// `max.message.bytes`: the largest record batch a producer may append.
     pub max_message_bytes: u32,
+    /// Kafka topic configs Ferry validates and stores but does not act on (`compression.type`,
+    /// `min.insync.replicas`, ...), by name, when they differ from Kafka's default.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
 }
 
 impl Default for LogConfig {
@@ -39,11 +46,13 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             cleanup_policy: "delete".to_owned(),
             max_message_bytes: 1_048_588,
+            extra: BTreeMap::new(),
         }
     }
 }
 
-/// The Kafka config names this crate understands, in the order [`LogConfig::entries`] lists them.
+/// The Kafka config names this crate acts on, in the order they sort. Every other topic config
+/// in [`TOPIC_CONFIGS`] is validated and kept in [`LogConfig::extra`].
 pub const CONFIG_NAMES: [&str; 7] = [
     "cleanup.policy",
     "index.interval.bytes",
@@ -56,11 +65,24 @@ pub const CONFIG_NAMES: [&str; 7] = [
 
 impl LogConfig {
     /// Returns this config with Kafka topic config overrides applied, by their Kafka names.
-    /// An unknown key or a value that does not parse or is out of range is [`Error::InvalidConfig`].
+    /// Unknown names are [`Error::InvalidConfig`] naming all of them (`Unknown topic config
+    /// name: a, b`); so is a value that does not parse or is out of range.
     pub fn with_overrides<'a>(
         &self,
         overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<LogConfig> {
+        let overrides: Vec<(&str, &str)> = overrides.into_iter().collect();
+        let unknown: Vec<&str> = overrides
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| topic_config(k).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::InvalidConfig(format!(
+                "Unknown topic config name: {}",
+                unknown.join(", ")
+            )));
+        }
         let mut config = self.clone();
         for (key, value) in overrides {
             config.set(key, value.trim())?;
@@ -69,6 +91,11 @@ impl LogConfig {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        // Kafka's type and range checks first, so every config fails with Kafka's message.
+        let def = topic_config(key)
+            .ok_or_else(|| Error::InvalidConfig(format!("Unknown topic config name: {key}")))?;
+        let value = def.validate(value).map_err(Error::InvalidConfig)?;
+        let value = value.as_str();
         match key {
             // Positions in the sparse index are 32-bit and Kafka caps segment.bytes at i32::MAX.
             "segment.bytes" => self.segment_bytes = parse_in(key, value, 1, i32::MAX as u64)?,
@@ -85,38 +112,45 @@ impl LogConfig {
             }
             "cleanup.policy" => self.cleanup_policy = parse_cleanup_policy(value)?,
             _ => {
-                return Err(Error::InvalidConfig(format!(
-                    "unknown topic config {key:?}"
-                )));
+                debug_assert!(!def.applied, "{key} is applied but not parsed");
+                if value == def.default {
+                    self.extra.remove(key);
+                } else {
+                    self.extra.insert(key.to_owned(), value.to_owned());
+                }
             }
         }
         Ok(())
     }
 
-    /// Every config as (Kafka name, value) for DescribeConfigs, sorted by name. Unlimited
-    /// retention is reported as `-1`, as Kafka does.
-    pub fn entries(&self) -> Vec<(&'static str, String)> {
+    /// The value of one topic config by its Kafka name, as [`entries`](Self::entries) shows it.
+    pub fn value(&self, name: &str) -> Option<String> {
+        let def = topic_config(name)?;
         let unlimited = |v: Option<String>| v.unwrap_or_else(|| "-1".to_owned());
-        let entries = vec![
-            ("cleanup.policy", self.cleanup_policy.clone()),
-            (
-                "index.interval.bytes",
-                self.index_interval_bytes.to_string(),
-            ),
-            ("max.message.bytes", self.max_message_bytes.to_string()),
-            (
-                "retention.bytes",
-                unlimited(self.retention_bytes.map(|v| v.to_string())),
-            ),
-            (
-                "retention.ms",
-                unlimited(self.retention_ms.map(|v| v.to_string())),
-            ),
-            ("segment.bytes", self.segment_bytes.to_string()),
-            ("segment.ms", self.segment_ms.to_string()),
-        ];
-        debug_assert!(entries.iter().map(|e| e.0).eq(CONFIG_NAMES));
-        entries
+        Some(match name {
+            "cleanup.policy" => self.cleanup_policy.clone(),
+            "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "retention.bytes" => unlimited(self.retention_bytes.map(|v| v.to_string())),
+            "retention.ms" => unlimited(self.retention_ms.map(|v| v.to_string())),
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            _ => self
+                .extra
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| def.default.to_owned()),
+        })
+    }
+
+    /// Every topic config Kafka defines as (Kafka name, value), for DescribeConfigs, sorted by
+    /// name: the ones Ferry acts on from their fields, the others from [`extra`](Self::extra) or
+    /// Kafka's default. Unlimited retention is reported as `-1`, as Kafka does.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|d| (d.name, self.value(d.name).unwrap_or_default()))
+            .collect()
     }
 }
 
@@ -129,10 +163,11 @@ fn parse_in(key: &str, value: &str, min: u64, max: u64) -> Result<u64> {
     }
 }
 
-/// A retention limit: a non-negative number, or `-1` for none.
+/// A retention limit: a non-negative number, or negative for none (Kafka allows any negative
+/// `retention.bytes`; `retention.ms` below -1 was already refused by its range check).
 fn parse_limit(key: &str, value: &str) -> Result<Option<i64>> {
     match value.parse::<i64>() {
-        Ok(-1) => Ok(None),
+        Ok(v) if v < 0 => Ok(None),
         Ok(v) if v >= 0 => Ok(Some(v)),
         _ => Err(Error::InvalidConfig(format!(
             "{key} must be -1 or a non-negative integer, got {value:?}"
@@ -205,10 +240,41 @@ mod tests {
             .unwrap();
         let entries = config.entries();
         let names: Vec<_> = entries.iter().map(|e| e.0).collect();
-        assert_eq!(names, CONFIG_NAMES);
+        let all: Vec<_> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
+        assert_eq!(names, all);
         let again = LogConfig::default()
             .with_overrides(entries.iter().map(|(k, v)| (*k, v.as_str())))
             .unwrap();
         assert_eq!(again, config);
+    }
+
+    #[test]
+    fn every_kafka_topic_config_is_accepted_and_kept() {
+        let config = LogConfig::default()
+            .with_overrides([
+                ("compression.type", "zstd"),
+                ("min.insync.replicas", "2"),
+                ("message.timestamp.type", "CreateTime"),
+            ])
+            .unwrap();
+        assert_eq!(config.value("compression.type").as_deref(), Some("zstd"));
+        assert_eq!(config.value("min.insync.replicas").as_deref(), Some("2"));
+        // A value equal to Kafka's default is not kept as an extra.
+        assert!(!config.extra.contains_key("message.timestamp.type"));
+        assert_eq!(
+            config.value("delete.retention.ms").as_deref(),
+            Some("86400000")
+        );
+    }
+
+    #[test]
+    fn unknown_configs_are_named_in_the_error() {
+        let err = LogConfig::default()
+            .with_overrides([("no.such", "1"), ("retention.ms", "1"), ("nor.this", "2")])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid config: Unknown topic config name: no.such, nor.this"
+        );
     }
 }

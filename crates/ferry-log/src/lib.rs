@@ -30,6 +30,7 @@
 //! <root>/topics/<topic>/<partition>/<base:020>.log       batches back to back, base = first offset
 //! <root>/topics/<topic>/<partition>/<base:020>.index     sparse: (offset - base u32, position u32)
 //! <root>/topics/<topic>/<partition>/<base:020>.timeindex (max timestamp so far i64, offset - base u32)
+//! <root>/topics/<topic>/<partition>/log-start-offset     set by DeleteRecords (decimal), if ever
 //! <root>/tmp/                                            topics being created or deleted
 //! ```
 //!
@@ -44,9 +45,13 @@ mod partition;
 mod producers;
 mod segment;
 mod store;
+mod topic_configs;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader, MAGIC, validate_batches};
 pub use config::{CONFIG_NAMES, LogConfig};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, DurableListener, PartitionLog, ReadResult};
 pub use store::{MAX_PARTITIONS, Store, Topic, TopicMeta};
+pub use topic_configs::{
+    ConfigType, TOPIC_CONFIGS, TopicConfigDef, topic_config, topic_config_for_server_name,
+};

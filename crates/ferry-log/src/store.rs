@@ -113,7 +113,8 @@ struct Catalog {
 pub struct Store {
     topics_dir: PathBuf,
     tmp_dir: PathBuf,
-    defaults: LogConfig,
+    /// Broker-wide defaults; replaced at runtime by broker dynamic configs (`set_defaults`).
+    defaults: RwLock<LogConfig>,
     listener: DurableListener,
     admin: Mutex<()>,
     catalog: RwLock<Catalog>,
@@ -143,7 +144,7 @@ impl Store {
         let store = Store {
             topics_dir,
             tmp_dir,
-            defaults,
+            defaults: RwLock::new(defaults),
             listener,
             admin: Mutex::new(()),
             catalog: RwLock::new(Catalog::default()),
@@ -210,13 +211,47 @@ impl Store {
     }
 
     fn config_for(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig> {
-        self.defaults
-            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        self.config_with(&self.defaults.read(), overrides)
+    }
+
+    fn config_with(
+        &self,
+        defaults: &LogConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<LogConfig> {
+        defaults.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The effective config a topic with these overrides would have, or why they are invalid
+    /// (for validate-only requests).
+    pub fn validate_overrides(&self, overrides: &BTreeMap<String, String>) -> Result<LogConfig> {
+        self.config_for(overrides)
     }
 
     /// The broker-wide defaults that topic overrides apply to.
-    pub fn defaults(&self) -> &LogConfig {
-        &self.defaults
+    pub fn defaults(&self) -> LogConfig {
+        self.defaults.read().clone()
+    }
+
+    /// Replaces the broker-wide defaults (a broker dynamic config changed) and applies the result
+    /// at once to every topic that does not override the changed configs. Nothing changes if any
+    /// topic's config would be invalid.
+    pub fn set_defaults(&self, defaults: LogConfig) -> Result<()> {
+        let _admin = self.admin.lock();
+        let topics = self.topics();
+        let configs = topics
+            .iter()
+            .map(|t| self.config_with(&defaults, &t.overrides()))
+            .collect::<Result<Vec<_>>>()?;
+        *self.defaults.write() = defaults;
+        for (topic, config) in topics.iter().zip(configs) {
+            let mut state = topic.state.write();
+            for partition in &state.partitions {
+                partition.set_config(config.clone());
+            }
+            state.config = config;
+        }
+        Ok(())
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -392,8 +427,9 @@ impl Store {
 
     /// Replaces a topic's config overrides, persists them and applies them to its partitions.
     pub fn alter_config(&self, name: &str, overrides: BTreeMap<String, String>) -> Result<()> {
-        let config = self.config_for(&overrides)?;
         let _admin = self.admin.lock();
+        // Under the admin lock, so a concurrent change of the broker defaults is not lost.
+        let config = self.config_for(&overrides)?;
         let topic = self
             .topic(name)
             .ok_or_else(|| Error::UnknownTopic(name.to_owned()))?;

@@ -52,6 +52,11 @@ enum Record {
     Delete {
         group: String,
     },
+    /// OffsetDelete: forget some partitions' committed offsets.
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
     Snapshot {
         group: String,
         state: SnapshotState,
@@ -193,6 +198,18 @@ impl GroupStore {
         })
     }
 
+    /// Forget the committed offsets of some partitions (OffsetDelete). Blocking.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), StoreError> {
+        self.append(Record::DeleteOffsets {
+            group: group.to_owned(),
+            partitions,
+        })
+    }
+
     fn append(&self, record: Record) -> Result<(), StoreError> {
         let err = |source| StoreError {
             path: self.path.clone(),
@@ -283,6 +300,13 @@ fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {
         }
         Record::Delete { group } => {
             groups.remove(&group);
+        }
+        Record::DeleteOffsets { group, partitions } => {
+            if let Some(g) = groups.get_mut(&group) {
+                for key in partitions {
+                    g.offsets.remove(&key);
+                }
+            }
         }
         Record::Snapshot { group, state } => {
             let offsets = state

@@ -42,7 +42,10 @@ pub fn create_topics(
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+            // Kafka answers a null error message on success; the codec's default is "".
+            let mut result = CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_message(None);
             let outcome = if duplicated.contains(&name) {
                 Err((
                     ResponseError::InvalidRequest,
@@ -110,10 +113,15 @@ fn create_one(
     Failure,
 > {
     let fail = |e: ferry_log::Error| {
+        let message = match &e {
+            // Kafka's own wording ("Unknown topic config name: a, b"), without our prefix.
+            ferry_log::Error::InvalidConfig(m) => m.clone(),
+            other => other.to_string(),
+        };
         (
             ResponseError::try_from_code(error_code(&e))
                 .unwrap_or(ResponseError::UnknownServerError),
-            e.to_string(),
+            message,
         )
     };
     ferry_log::Store::validate_topic_name(name).map_err(fail)?;

@@ -3,15 +3,19 @@
 //! connection.
 
 mod admin;
+mod alter_configs;
 mod api_versions;
+mod cluster;
 mod configs;
 mod fetch;
 mod groups;
 mod list_offsets;
 mod metadata;
+mod offset_delete;
 mod offsets;
 mod produce;
 mod producers;
+mod records;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +66,21 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
         RequestKind::ListGroups(r) => now(groups::list(shared, r, version)),
         RequestKind::DeleteGroups(r) => groups::delete(shared, r),
         RequestKind::InitProducerId(r) => producers::init_producer_id(shared, r),
+        // Admin APIs that clients' AdminClients call (issue 16, item 2).
+        RequestKind::AlterConfigs(r) => now(alter_configs::alter(shared, r)),
+        RequestKind::IncrementalAlterConfigs(r) => now(alter_configs::incremental(shared, r)),
+        RequestKind::DeleteRecords(r) => records::delete_records(shared, r),
+        RequestKind::OffsetForLeaderEpoch(r) => now(records::offset_for_leader_epoch(shared, r)),
+        RequestKind::OffsetDelete(r) => offset_delete::offset_delete(shared, r),
+        RequestKind::DescribeCluster(r) => now(cluster::describe_cluster(shared, r, version)),
+        RequestKind::DescribeLogDirs(r) => now(cluster::describe_log_dirs(shared, r, version)),
+        RequestKind::ElectLeaders(r) => now(cluster::elect_leaders(shared, r)),
+        RequestKind::AlterPartitionReassignments(r) => {
+            now(cluster::alter_partition_reassignments(shared, r, version))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            now(cluster::list_partition_reassignments(shared, r))
+        }
         other => {
             // versions::SUPPORTED and this match must list the same APIs; a unit test checks it.
             tracing::error!(api = ?request.api, "supported API without a handler: {other:?}");
@@ -155,6 +174,16 @@ mod tests {
             ApiKey::ListGroups,
             ApiKey::DeleteGroups,
             ApiKey::InitProducerId,
+            ApiKey::AlterConfigs,
+            ApiKey::IncrementalAlterConfigs,
+            ApiKey::DeleteRecords,
+            ApiKey::OffsetForLeaderEpoch,
+            ApiKey::OffsetDelete,
+            ApiKey::DescribeCluster,
+            ApiKey::DescribeLogDirs,
+            ApiKey::ElectLeaders,
+            ApiKey::AlterPartitionReassignments,
+            ApiKey::ListPartitionReassignments,
         ];
         for s in SUPPORTED {
             assert!(

@@ -18,6 +18,7 @@
 //!   readable by whoever already holds it.
 
 mod retention;
+mod start;
 
 use std::fs;
 use std::ops::ControlFlow;
@@ -169,7 +170,8 @@ impl PartitionLog {
         let log_end = active.next_offset();
         let producers = ProducerStates::rebuild(&segments)?;
         let view = View {
-            log_start: segments[0].base_offset(),
+            // DeleteRecords may have moved it into the first segment (see `start.rs`).
+            log_start: start::initial(dir, segments[0].base_offset(), log_end)?,
             log_end,
             durable: DurablePoint {
                 end: log_end,
