@@ -11,22 +11,27 @@
 //! [`HashLimits::queue`] waiting passwords. Submitting to a full queue fails at once and the
 //! producer answers `503` with `Retry-After`. Memory for hashing is therefore bounded by
 //! construction, `workers × m_cost` KiB plus `queue` passwords of at most 1 KiB, however many
-//! requests arrive; a burst allocates nothing new, so there is nothing to give back after it.
+//! requests arrive. A worker idle for [`KEEP_MEMORY`] frees its blocks, so the memory goes
+//! back after a burst: a block is one allocation far above glibc's mmap threshold, so freeing
+//! it unmaps it.
 //!
 //! Threads: the workers are plain threads blocked on the queue; the async request handler
 //! waits on a oneshot channel for its hash. Dropping the pool (the service stopped) closes the
 //! queue and the workers finish their current job and exit. A job whose requester went away
 //! (the client disconnected) is skipped, not hashed.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
+
+/// How long a worker keeps its memory blocks without a job before it frees them.
+pub const KEEP_MEMORY: Duration = Duration::from_secs(10);
 
 /// How much hashing may happen at once and how much may wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +77,7 @@ struct Job {
 
 /// The pool. Cheap to share behind an `Arc`; dropping the last handle stops the workers.
 pub(crate) struct HashPool {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
     workers: usize,
     queue: usize,
     /// Mean time of one hash, in microseconds (an exponential moving average), for
@@ -105,8 +110,9 @@ impl HashPool {
     }
 
     /// The pool and its queue's receiving end, with no worker taking jobs yet.
-    fn unstarted(limits: &HashLimits) -> (HashPool, Arc<Mutex<Receiver<Job>>>) {
-        let (jobs, receiver) = sync_channel(limits.queue);
+    fn unstarted(limits: &HashLimits) -> (HashPool, Receiver<Job>) {
+        // A multi-consumer channel, so each worker waits (and times out) on its own.
+        let (jobs, receiver) = crossbeam_channel::bounded(limits.queue);
         let pool = HashPool {
             jobs,
             workers: limits.workers.max(1),
@@ -114,7 +120,7 @@ impl HashPool {
             // A first guess until hashes are timed: 50 ms, about one default-cost hash.
             mean_micros: Arc::new(AtomicU64::new(50_000)),
         };
-        (pool, Arc::new(Mutex::new(receiver)))
+        (pool, receiver)
     }
 
     /// The PHC string of `password`'s argon2id hash with a random salt; [`HashError::Busy`] at
@@ -145,17 +151,24 @@ impl HashPool {
     }
 }
 
-/// One worker: takes jobs until the pool is dropped, hashing in the same memory each time.
-fn work(receiver: &Mutex<Receiver<Job>>, argon: &Argon2<'_>, mean_micros: &AtomicU64) {
+/// One worker: takes jobs until the pool is dropped, hashing in the same memory each time and
+/// freeing it when idle for [`KEEP_MEMORY`].
+fn work(receiver: &Receiver<Job>, argon: &Argon2<'_>, mean_micros: &AtomicU64) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
-        // The lock is held only while waiting for a job: one idle worker waits on the queue,
-        // the other idle ones on the lock.
-        let job = receiver
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .recv();
-        let Ok(job) = job else {
+        let job = if memory.is_empty() {
+            receiver.recv().ok()
+        } else {
+            match receiver.recv_timeout(KEEP_MEMORY) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    memory = Vec::new();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => None,
+            }
+        };
+        let Some(job) = job else {
             return;
         };
         if job.reply.is_closed() {

@@ -10,7 +10,8 @@
 //! client would, until it is accepted. Reported: the first answers (202 against 503), the 503s
 //! answered in all, the time until every sign-up was accepted and until the consumer had created
 //! every user, and the child's memory from `/proc/<pid>/status`: resident before the burst, the
-//! peak (`VmHWM`, the most it was ever resident), resident right after and after `--settle-s`.
+//! peak (`VmHWM`, the most it was ever resident), resident right after (the burst's connections
+//! closed) and after `--settle-s` more.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,6 +106,9 @@ pub async fn bench(args: SignupBenchArgs) -> anyhow::Result<()> {
         outcomes.push(client.await.context("a client task failed")?);
     }
     let burst = started.elapsed();
+    // Close the burst's connections (kept alive in the client's pool until it goes), so what
+    // is measured afterwards is what the server keeps, not what open connections hold.
+    drop(client);
 
     let accepted = outcomes
         .iter()
@@ -159,7 +163,7 @@ pub async fn bench(args: SignupBenchArgs) -> anyhow::Result<()> {
     }
 
     // A 202 is a promise: wait for every accepted sign-up to be a user.
-    let created = wait_for_users(&client, &consumer, &run, accepted, started).await?;
+    let created = wait_for_users(&consumer, &run, accepted, started).await?;
     println!(
         "users created: {} of {} accepted, the last {:.1} s after the burst began",
         thousands(created.0),
@@ -260,13 +264,13 @@ async fn sign_up(
 /// Polls the consumer's user list until it holds `expected` users of this run, or
 /// [`DEADLINE`] passed since `started` (the burst's start); answers how many it found and when.
 async fn wait_for_users(
-    client: &reqwest::Client,
     url: &str,
     run: &str,
     expected: u64,
     started: Instant,
 ) -> anyhow::Result<(u64, Duration)> {
     let prefix = format!("{run}-");
+    let client = reqwest::Client::new();
     loop {
         let list: Value = client
             .get(url)
