@@ -58,6 +58,9 @@ impl std::fmt::Debug for UserRequested {
 
 impl Message for UserRequested {
     const TYPE: &'static str = "UserRequested";
+    // A hash is not the password, but it is what an offline guesser needs: it stays between
+    // the two users services.
+    const SENSITIVE_FIELDS: &'static [&'static str] = &["passwordHash"];
     fn key(&self) -> String {
         self.email.clone()
     }

@@ -74,6 +74,11 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     const TYPE: &'static str;
     /// The schema version (`ferry-version`). Bump it on an incompatible change.
     const VERSION: u32 = 1;
+    /// The payload's fields that hold secrets (a password hash, a card number), as they are
+    /// spelled on the wire, at any depth. Whatever shows or logs a payload outside the service
+    /// that owns it replaces their values first ([`crate::redact`]); fields whose name says
+    /// password, secret or token are redacted without being listed here.
+    const SENSITIVE_FIELDS: &'static [&'static str] = &[];
     /// The entity id: the partition key, so one entity's messages stay in order.
     fn key(&self) -> String;
 }

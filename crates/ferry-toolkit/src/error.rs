@@ -15,8 +15,10 @@ pub enum Error {
         /// What serde said.
         source: serde_json::Error,
     },
-    /// A payload is not valid JSON for the type its envelope names.
-    #[error("cannot decode a {type_name} message: {source}")]
+    /// A payload is not valid JSON for the type its envelope names. serde may quote the value
+    /// it choked on, so the text is redacted ([`crate::redact::text`]): it ends up in logs and
+    /// in dead letters' `ferry-dlq-error`.
+    #[error("cannot decode a {type_name} message: {}", crate::redact::text(&.source.to_string()))]
     Decode {
         /// The type name the payload was decoded as.
         type_name: String,

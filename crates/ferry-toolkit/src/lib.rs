@@ -18,6 +18,9 @@
 //!   attempt count in headers ([`dlq`]); a record that cannot be decoded goes there at once.
 //!   [`kafka::redrive`] sends dead letters back.
 //! - [`Requester`] does request/reply with correlation ids over a reply topic.
+//! - A message type declares which of its fields are secrets
+//!   ([`Message::SENSITIVE_FIELDS`]); [`redact`] removes them, and any field named like a
+//!   password, secret or token, from a payload before it is shown or logged.
 //! - [`ops`] has `/health`, `/ready` and Prometheus `/metrics` for the service's HTTP server;
 //!   each message is handled inside a `tracing` span carrying its ids and trace.
 //! - [`sql`] is storage on `sqlx` (SQLite by default, PostgreSQL to scale out) with
@@ -45,6 +48,7 @@ pub mod kafka;
 pub mod ops;
 mod process;
 mod publisher;
+pub mod redact;
 mod request;
 mod retry;
 mod router;

@@ -6,6 +6,11 @@
 //! carrying one JSON array per batch, so the page keeps up with thousands of events a second;
 //! a page that falls behind the broadcast buffer is told how many events it missed (they are
 //! still in the event list and the traces).
+//!
+//! Secrets never reach the page or the store: each payload is redacted before it is stored or
+//! broadcast (the fields its contract declares sensitive, found by type name in
+//! `ferry_contracts`, any field named like a password, secret or token, and anything that looks
+//! like a password hash), and again when read back, for rows stored before redaction existed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +22,7 @@ use ferry_service::{ApiError, ApiJson, ApiQuery};
 use ferry_toolkit::IncomingMessage;
 use ferry_toolkit::header;
 use ferry_toolkit::kafka::{KafkaConfig, TapHandle, start_tap};
+use ferry_toolkit::redact;
 use ferry_toolkit::sql::Database;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -107,42 +113,75 @@ impl LiveEvent {
             correlation_id: text(header::CORRELATION_ID),
             causation_id: text(header::CAUSATION_ID),
             produced_at,
-            payload: preview(&m.payload),
-            dlq_error: text(ferry_toolkit::dlq::header::ERROR),
+            payload: preview(&m.payload, m.headers.get_str(header::TYPE)),
+            dlq_error: text(ferry_toolkit::dlq::header::ERROR)
+                .map(|e| redact::text(&e).into_owned()),
         }
     }
 
     fn from_row(row: &sqlx::any::AnyRow) -> Result<LiveEvent, sqlx::Error> {
         let payload: String = row.try_get("payload")?;
+        let type_name: Option<String> = row.try_get("type_name")?;
+        // Redacted again on the way out: rows stored before redaction existed must not show
+        // what they hold either.
+        // (A text preview is stored as a JSON string, which `redact::json` scans as text.)
+        let mut payload =
+            serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+        redact::json(&mut payload, sensitive_fields(type_name.as_deref()));
+        let dlq_error: Option<String> = row.try_get("dlq_error")?;
         Ok(LiveEvent {
             topic: row.try_get("topic")?,
             partition: i32::try_from(row.try_get::<i64, _>("part")?).unwrap_or_default(),
             offset: row.try_get("offs")?,
             key: row.try_get("msg_key")?,
-            type_name: row.try_get("type_name")?,
+            type_name,
             message_id: row.try_get("message_id")?,
             correlation_id: row.try_get("correlation_id")?,
             causation_id: row.try_get("causation_id")?,
             produced_at: row.try_get("produced_at")?,
-            payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
-            dlq_error: row.try_get("dlq_error")?,
+            payload,
+            dlq_error: dlq_error.map(|e| redact::text(&e).into_owned()),
         })
     }
 }
 
-/// JSON stays JSON when it fits the preview; anything else becomes text.
-fn preview(payload: &[u8]) -> serde_json::Value {
-    if payload.len() <= PREVIEW
-        && let Ok(json) = serde_json::from_slice(payload)
-    {
-        return json;
+/// The fields of `type_name`'s contract that hold secrets.
+fn sensitive_fields(type_name: Option<&str>) -> &'static [&'static str] {
+    type_name.map_or(&[], ferry_contracts::sensitive_fields)
+}
+
+/// The payload as the page may see it: secrets redacted ([`redact`]: the contract's sensitive
+/// fields, fields named like passwords, secrets or tokens, password hashes), then JSON as JSON
+/// when it fits the preview, anything else as text cut at [`PREVIEW`] bytes.
+///
+/// JSON is parsed whole, however long, so that a secret past the cut is found too.
+fn preview(payload: &[u8], type_name: Option<&str>) -> serde_json::Value {
+    let (text, cut) = match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(mut json) => {
+            redact::json(&mut json, sensitive_fields(type_name));
+            let text = json.to_string();
+            if text.len() <= PREVIEW {
+                return json;
+            }
+            (text, true)
+        }
+        Err(_) => {
+            let head = &payload[..payload.len().min(PREVIEW)];
+            (
+                String::from_utf8_lossy(head).into_owned(),
+                payload.len() > PREVIEW,
+            )
+        }
+    };
+    let mut end = text.len().min(PREVIEW);
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    let cut = &payload[..payload.len().min(PREVIEW)];
-    let mut text = String::from_utf8_lossy(cut).into_owned();
-    if payload.len() > PREVIEW {
-        text.push('…');
+    let mut shown = redact::text(&text[..end]).into_owned();
+    if cut || end < text.len() {
+        shown.push('…');
     }
-    serde_json::Value::String(text)
+    serde_json::Value::String(shown)
 }
 
 /// The event store and the broadcast to open streams.
@@ -339,4 +378,57 @@ pub(crate) async fn stream(
         Some((Ok(event), receiver))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                        Jz0vD0ZRkMgQ2HSuHLNNw4PqYrdZ7M3kI9zk0KJWYbM";
+
+    #[test]
+    fn a_sign_up_is_previewed_without_its_hash() {
+        let payload = json!({"taskId": "t1", "name": "Ada", "email": "ada@example.com",
+            "passwordHash": HASH});
+        assert_eq!(
+            preview(payload.to_string().as_bytes(), Some("UserRequested")),
+            json!({"taskId": "t1", "name": "Ada", "email": "ada@example.com",
+                "passwordHash": "[redacted]"})
+        );
+    }
+
+    #[test]
+    fn a_long_payload_is_redacted_before_it_is_cut() {
+        // Keys in alphabetical order, so the secret is inside the preview whether or not
+        // serde_json keeps insertion order.
+        let payload = json!({"a": "x".repeat(PREVIEW / 2), "password": "hunter2",
+            "z": ["y".repeat(PREVIEW), HASH.to_owned()]});
+        let shown = preview(payload.to_string().as_bytes(), None);
+        let shown = shown.as_str().unwrap();
+        assert!(shown.contains(r#""password":"[redacted]""#), "{shown}");
+        assert!(shown.ends_with('…'), "{shown}");
+        assert!(shown.len() <= PREVIEW + '…'.len_utf8());
+        for secret in ["hunter2", "argon2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn text_payloads_lose_their_hashes() {
+        let payload = format!("not json; passwordHash={HASH}; the end");
+        assert_eq!(
+            preview(payload.as_bytes(), Some("UserRequested")),
+            json!("not json; passwordHash=[redacted]; the end")
+        );
+        // Cut in the middle of a hash: what is left of it goes too.
+        let payload = format!("{}{HASH}", "z".repeat(PREVIEW - 20));
+        let shown = preview(payload.as_bytes(), None);
+        assert_eq!(
+            shown,
+            json!(format!("{}[redacted]…", "z".repeat(PREVIEW - 20)))
+        );
+    }
 }

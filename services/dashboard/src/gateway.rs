@@ -3,8 +3,8 @@
 //! `/api/...` goes to the service that owns the path ([`ROUTES`]: the reference systems keep
 //! their originals' paths, which do not overlap), `/svc/{service}/...` to any service by name
 //! (the users services' paths, `/health`, `/openapi.json`). Method, path, query, body and the
-//! content headers pass through unchanged; so do the answer's status, content type and body,
-//! errors included. A service that does not answer is a `503` in Ferry's error shape.
+//! content headers pass through unchanged; so do the answer's status, content type, `Location`,
+//! `Retry-After` and body, errors included. A service that does not answer is a `503` in Ferry's error shape.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -137,7 +137,10 @@ async fn forward(
     let answer = match request.send().await {
         Ok(answer) => answer,
         Err(e) => {
-            tracing::warn!(service, %url, error = %e, "gateway: service did not answer");
+            // The path without its query, and the error without the URL: a query may carry a
+            // token.
+            let e = e.without_url();
+            tracing::warn!(service, %path, error = %e, "gateway: service did not answer");
             return ApiError::new(
                 ErrorCode::Unavailable,
                 format!("{service} did not answer: {e}"),
@@ -147,7 +150,7 @@ async fn forward(
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out = HeaderMap::new();
-    for name in [header::CONTENT_TYPE, header::LOCATION] {
+    for name in [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER] {
         if let Some(value) = answer.headers().get(&name) {
             out.insert(name, value.clone());
         }

@@ -30,14 +30,24 @@
 //!   requests before start-up failed: the HTTP servers start at once and the transports connect
 //!   and reconnect in the background with exponential backoff;
 //! - a poison message stalled the queue and crashed the consumer: it goes to `<queue>.dlq` and
-//!   the next message is processed.
+//!   the next message is processed;
+//! - (ours, found under load) each password was hashed on its own thread with its own 19 MiB,
+//!   so a burst of sign-ups took gigabytes: hashing now runs on a bounded pool, one worker per
+//!   core, each reusing its memory, behind a bounded queue; a sign-up that finds the queue full
+//!   is answered `503` with `Retry-After` ([`HashLimits`]).
+//!
+//! The password hash is a secret too: `UserRequested` declares `passwordHash` sensitive, so the
+//! dashboard and logs show `[redacted]` in its place (`ferry_toolkit::redact`).
 
 mod consumer;
+mod hashing;
 mod producer;
 mod validate;
 
 pub use consumer::start as start_consumer;
+pub use hashing::HashLimits;
 pub use producer::start as start_producer;
+pub use producer::start_with as start_producer_with;
 
 /// Default port of the producer service.
 pub const PRODUCER_PORT: u16 = 8081;

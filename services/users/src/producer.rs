@@ -1,14 +1,17 @@
 //! The producer service: queues work items on `tasks` and sign-up requests on `user_tasks`,
 //! each through the outbox, so an answer means the message will be delivered.
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHasher, SaltString};
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_contracts::users::{TASKS, Task, USER_TASKS, UserRequested};
-use ferry_service::{ApiError, ApiJson, ApiQuery, Runtime, ServiceConfig, ServiceHandle};
+use ferry_service::{
+    ApiError, ApiJson, ApiQuery, ErrorCode, Runtime, ServiceConfig, ServiceHandle,
+};
 use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::{self, RelayWaker};
 use ferry_toolkit::{Envelope, Message};
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+use crate::hashing::{HashError, HashLimits, HashPool};
 use crate::{Error, validate};
 
 const SERVICE: &str = "users-producer";
@@ -30,6 +34,7 @@ const DEFAULT_TASK: &str = "something to do";
 struct AppState {
     db: Database,
     relay: RelayWaker,
+    hasher: Arc<HashPool>,
 }
 
 /// A sign-up request.
@@ -77,19 +82,35 @@ struct Accepted {
 )]
 struct Api;
 
-/// Start the producer: database (the outbox), relay, HTTP.
+/// Start the producer: database (the outbox), relay, the password hashing pool (one worker per
+/// core), HTTP.
 pub async fn start(
     config: ServiceConfig,
+    shutdown: CancellationToken,
+) -> Result<ServiceHandle, Error> {
+    start_with(config, HashLimits::default(), shutdown).await
+}
+
+/// [`start`] with the hashing pool's size, queue and argon2 cost given.
+pub async fn start_with(
+    config: ServiceConfig,
+    hashing: HashLimits,
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
+    let hasher = HashPool::start(&hashing)
+        .map_err(|e| ferry_toolkit::Error::Task(format!("cannot start hashing threads: {e}")))?;
     let app = axum::Router::new()
         .route("/", get(send_default))
         .route("/send", get(send))
         .route("/user", post(create_user))
-        .with_state(AppState { db, relay });
+        .with_state(AppState {
+            db,
+            relay,
+            hasher: Arc::new(hasher),
+        });
     Ok(runtime.serve(app, Api::openapi()).await?)
 }
 
@@ -135,29 +156,55 @@ async fn send(
     }
 }
 
-/// Hashes a password with argon2id (the crate's defaults: 19 MiB, 2 passes) and a random salt,
-/// off the async threads: it takes tens of milliseconds by design.
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
+/// Why a sign-up was not queued.
+enum SignUpError {
+    /// Bad input or a fault of ours, in the error contract.
+    Api(ApiError),
+    /// Too many sign-ups are being hashed: 503 with `Retry-After`.
+    Busy(Duration),
+}
+
+impl From<ApiError> for SignUpError {
+    fn from(e: ApiError) -> Self {
+        SignUpError::Api(e)
+    }
+}
+
+impl IntoResponse for SignUpError {
+    fn into_response(self) -> Response {
+        match self {
+            SignUpError::Api(e) => e.into_response(),
+            SignUpError::Busy(retry) => {
+                let seconds = retry.as_secs().max(1);
+                let error = ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("too many sign-ups at once; retry in {seconds} s"),
+                );
+                ([(header::RETRY_AFTER, seconds.to_string())], error).into_response()
+            }
+        }
+    }
+}
+
+/// Hashes a password with argon2id and a random salt on the bounded pool ([`crate::hashing`]):
+/// it takes tens of milliseconds and 19 MiB by design, so only so many run at once.
+async fn hash_password(hasher: &HashPool, password: String) -> Result<String, SignUpError> {
+    hasher.hash(password).await.map_err(|e| match e {
+        HashError::Busy(retry) => SignUpError::Busy(retry),
+        HashError::Failed(cause) => SignUpError::Api(ApiError::internal(cause)),
     })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
 }
 
 /// Queue a sign-up on `user_tasks`. The outcome (created, or rejected with the reason) appears
 /// on the consumer at `/tasks/{taskId}`.
 #[utoipa::path(post, path = "/user", request_body = NewUser,
     responses((status = 202, body = Accepted), (status = 400, description = "not a JSON object"),
-        (status = 422, description = "name, email or password invalid")))]
+        (status = 422, description = "name, email or password invalid"),
+        (status = 503, description = "too many sign-ups at once; retry after `Retry-After` seconds")))]
 async fn create_user(
     State(state): State<AppState>,
     ApiJson(new): ApiJson<NewUser>,
-) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
+) -> Result<(StatusCode, ApiJson<Accepted>), SignUpError> {
     let name = validate::name(new.name.as_deref()).map_err(ApiError::invalid_field)?;
     let email = validate::email(new.email.as_deref()).map_err(ApiError::invalid_field)?;
     let password = validate::password(new.password.as_deref())
@@ -167,7 +214,7 @@ async fn create_user(
         task_id: uuid::Uuid::now_v7().to_string(),
         name,
         email,
-        password_hash: hash_password(password).await?,
+        password_hash: hash_password(&state.hasher, password).await?,
     };
     stage(&state, USER_TASKS, &request).await?;
     Ok((

@@ -68,59 +68,100 @@ pub fn bench(args: UpBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ferry up --free-ports` running as a child process.
+pub(super) struct UpChild {
+    pub(super) child: Child,
+    /// Every HTTP service's name and address (`127.0.0.1:PORT`), as its table lists them.
+    pub(super) services: Vec<(String, String)>,
+}
+
+impl UpChild {
+    /// Starts this binary as `ferry up --free-ports --data <data>` and waits for its table of
+    /// services (every HTTP port bound, the broker serving). Its stdout is drained from then on.
+    pub(super) fn start(exe: &Path, data: &Path) -> anyhow::Result<UpChild> {
+        let mut child = Command::new(exe)
+            .args(["up", "--free-ports", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start ferry up")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        // The table follows the "ferry is up" line; every row but the broker's is an HTTP service.
+        let mut up = false;
+        let mut services = Vec::new();
+        loop {
+            let Some(line) = lines.next() else {
+                stop(&mut child)?;
+                bail!("ferry up exited before it was ready");
+            };
+            let line = line?;
+            if line.starts_with("ferry is up") {
+                up = true;
+            } else if up && line.starts_with("  ") {
+                let mut columns = line.split_whitespace();
+                if let (Some(name), Some(addr)) = (columns.next(), columns.next())
+                    && name != "SERVICE"
+                    && name != "broker"
+                {
+                    services.push((name.to_owned(), addr.to_owned()));
+                }
+                if name_is(&line, "dashboard") {
+                    break;
+                }
+            }
+        }
+        // Keep reading stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(UpChild { child, services })
+    }
+
+    /// The address of the service called `name`.
+    pub(super) fn addr(&self, name: &str) -> anyhow::Result<&str> {
+        self.services
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| addr.as_str())
+            .with_context(|| format!("ferry up lists no {name}"))
+    }
+
+    /// Waits until every service's `/ready` answers 200 (consumer groups joined), at most 60 s.
+    pub(super) fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (_, addr) in &self.services {
+            while !answers_ok(addr, "/ready") {
+                if Instant::now() > deadline {
+                    stop(&mut self.child)?;
+                    bail!("{addr}/ready did not answer 200 within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for UpChild {
+    /// A benchmark that failed half-way does not leave `ferry up` running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn once(exe: &Path, data: &Path, idle: Duration) -> anyhow::Result<Run> {
     let started = Instant::now();
-    let mut child = Command::new(exe)
-        .args(["up", "--free-ports", "--data"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start ferry up")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    // The table follows the "ferry is up" line; every row but the broker's is an HTTP service.
-    let mut up = false;
-    let mut services = Vec::new();
-    loop {
-        let Some(line) = lines.next() else {
-            stop(&mut child)?;
-            bail!("ferry up exited before it was ready");
-        };
-        let line = line?;
-        if line.starts_with("ferry is up") {
-            up = true;
-        } else if up && line.starts_with("  ") {
-            let mut columns = line.split_whitespace();
-            if let (Some(name), Some(addr)) = (columns.next(), columns.next())
-                && name != "SERVICE"
-                && name != "broker"
-            {
-                services.push(addr.to_owned());
-            }
-            if name_is(&line, "dashboard") {
-                break;
-            }
-        }
-    }
+    let mut up = UpChild::start(exe, data)?;
     let serving = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for addr in &services {
-        while !answers_ok(addr, "/ready") {
-            if Instant::now() > deadline {
-                stop(&mut child)?;
-                bail!("{addr}/ready did not answer 200 within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    up.wait_ready()?;
     let ready = started.elapsed();
-    // Keep reading stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
     std::thread::sleep(idle);
-    let rss_mib = rss_kib(child.id())? as f64 / 1024.0;
+    let rss_mib = status_kib(up.child.id(), "VmRSS")? as f64 / 1024.0;
     let stopping = Instant::now();
-    stop(&mut child)?;
+    stop(&mut up.child)?;
     Ok(Run {
         serving,
         ready,
@@ -148,7 +189,7 @@ fn answers_ok(addr: &str, path: &str) -> bool {
 }
 
 /// SIGINT, as Ctrl-C sends, then wait; a non-zero exit is an error.
-fn stop(child: &mut Child) -> anyhow::Result<()> {
+pub(super) fn stop(child: &mut Child) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -163,13 +204,14 @@ fn stop(child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `VmRSS` of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// A memory figure of process `pid` from `/proc/<pid>/status`, in KiB: `VmRSS` (resident now),
+/// `VmHWM` (the most it was ever resident).
+pub(super) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("cannot read /proc (this benchmark needs Linux)")?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")
+        .with_context(|| format!("no {field} in /proc/<pid>/status"))
 }
