@@ -10,7 +10,9 @@ impl PartitionLog {
     /// least `retention.bytes`. The active segment is never deleted. Returns how many were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let config = self.config();
-        if config.retention_ms.is_none() && config.retention_bytes.is_none() {
+        // cleanup.policy=compact alone keeps every segment; the cleaner shrinks them instead.
+        if !config.deletes() || (config.retention_ms.is_none() && config.retention_bytes.is_none())
+        {
             return Ok(0);
         }
         let deleted = {
