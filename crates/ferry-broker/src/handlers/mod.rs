@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_versions;
+mod compacted;
 mod configs;
 mod fetch;
 mod groups;
