@@ -217,6 +217,9 @@ async fn retention_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
 async fn cleaner_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(shared.config.cleaner_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the first clean waits one interval, so that a restart is not
+    // followed at once by a burst of cleaning.
+    tick.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

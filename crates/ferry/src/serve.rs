@@ -38,6 +38,10 @@ pub struct BrokerArgs {
     /// Host name clients are told to connect to (default: the listen address, or 127.0.0.1 for 0.0.0.0).
     #[arg(long)]
     advertised_host: Option<String>,
+    /// How often the log cleaner looks for compacted partitions to clean, in ms (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    #[arg(long, default_value_t = defaults().cleaner_check_interval.as_millis() as u64)]
+    log_cleaner_backoff_ms: u64,
 }
 
 impl BrokerArgs {
@@ -49,6 +53,7 @@ impl BrokerArgs {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             max_request_bytes: self.max_request_bytes,
+            cleaner_check_interval: std::time::Duration::from_millis(self.log_cleaner_backoff_ms),
             ..defaults()
         }
     }

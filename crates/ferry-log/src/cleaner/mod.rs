@@ -329,11 +329,16 @@ fn filter_batch(
     Ok(())
 }
 
+/// Whether `FERRY_TEST_CLEANER_PAUSE` asks the cleaner to stop at `stage` (see [`pause_for_test`]).
+pub(crate) fn pause_requested(stage: &str) -> bool {
+    std::env::var("FERRY_TEST_CLEANER_PAUSE").is_ok_and(|s| s == stage)
+}
+
 /// Test-only fault injection for the crash test: with `FERRY_TEST_CLEANER_PAUSE` set to a stage
 /// name (`cleaned` or `swap`), the cleaner stops for good at that stage, so that the test can kill
 /// the process with the swap half done. Never set in production.
 pub(crate) fn pause_for_test(stage: &str) {
-    if std::env::var("FERRY_TEST_CLEANER_PAUSE").is_ok_and(|s| s == stage) {
+    if pause_requested(stage) {
         tracing::warn!(stage, "FERRY_TEST_CLEANER_PAUSE: cleaner stopped for a crash test");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
