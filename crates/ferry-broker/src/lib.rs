@@ -243,7 +243,9 @@ async fn cleaner_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             let dir = log.dir().to_path_buf();
             match tokio::task::spawn_blocking(move || log.clean(now_ms, &options)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(dir = %dir.display(), error = %e, "log cleaning failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "log cleaning failed")
+                }
                 Err(e) => tracing::warn!(error = %e, "log cleaner task failed"),
             }
         }

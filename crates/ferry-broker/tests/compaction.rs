@@ -70,7 +70,10 @@ async fn send(p: &FutureProducer, topic: &str, key: &str, value: Option<&str>) -
     if let Some(v) = value {
         record = record.payload(v);
     }
-    p.send(record, Duration::from_secs(10)).await.unwrap().offset
+    p.send(record, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .offset
 }
 
 /// Everything in partition 0 from `offset` to the end, read with librdkafka.
@@ -124,7 +127,10 @@ async fn wait_for(bootstrap: &str, topic: &str, done: impl Fn(&[Rec]) -> bool) -
         if done(&seen) {
             return seen;
         }
-        assert!(Instant::now() < deadline, "condition never held; saw {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition never held; saw {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -149,7 +155,10 @@ async fn compacted_topic_read_from_the_beginning_holds_the_latest_record_per_key
         .iter()
         .map(|r| r.0)
         .find(|&c| expected(&model, c) == seen);
-    assert!(cut.is_some(), "not the latest per key at their offsets: {seen:?}");
+    assert!(
+        cut.is_some(),
+        "not the latest per key at their offsets: {seen:?}"
+    );
     // Every key's latest record is there.
     for key in 0..40 {
         let key = format!("key-{key}").into_bytes();
@@ -201,7 +210,10 @@ async fn tombstones_stay_for_delete_retention_then_go() {
         if !seen.iter().any(|r| r.1 == b"a") {
             break seen;
         }
-        assert!(Instant::now() < deadline, "tombstone never removed: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "tombstone never removed: {seen:?}"
+        );
     };
     assert!(
         cleaned_at.elapsed() >= Duration::from_millis(1500),

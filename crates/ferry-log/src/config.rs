@@ -246,13 +246,19 @@ mod tests {
         check_ok("cleanup.policy", "delete,compact", |c| {
             c.cleanup_policy == "compact,delete" && c.compacts() && c.deletes()
         });
-        check_ok("cleanup.policy", "compact", |c| c.compacts() && !c.deletes());
+        check_ok("cleanup.policy", "compact", |c| {
+            c.compacts() && !c.deletes()
+        });
         check_ok("min.cleanable.dirty.ratio", "0.01", |c| {
             c.min_cleanable_dirty_ratio == 0.01
         });
         check_ok("delete.retention.ms", "0", |c| c.delete_retention_ms == 0);
-        check_ok("min.compaction.lag.ms", "5", |c| c.min_compaction_lag_ms == 5);
-        check_ok("max.compaction.lag.ms", "9", |c| c.max_compaction_lag_ms == 9);
+        check_ok("min.compaction.lag.ms", "5", |c| {
+            c.min_compaction_lag_ms == 5
+        });
+        check_ok("max.compaction.lag.ms", "9", |c| {
+            c.max_compaction_lag_ms == 9
+        });
     }
 
     #[test]

@@ -11,8 +11,7 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use ferry_log::{CleanerOptions, LogConfig, PartitionLog};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use common::{append_durable, open};
@@ -140,7 +139,9 @@ fn write_workload(log: &PartitionLog, batches: usize, now: i64) -> Vec<Seen> {
         let n = 1 + b % 4;
         let mut records = Vec::new();
         for _ in 0..n {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let key = format!("k{}", (x >> 33) % 20);
             let value = format!("v{b}-{}", x >> 50);
             records.push((key, value));
@@ -187,11 +188,19 @@ fn cleaning_keeps_the_latest_record_per_key_at_its_offset() {
     assert!(!removed.is_empty());
     for &gone in removed.iter().step_by(7) {
         let next = want.iter().find(|w| w.0 > gone).unwrap();
-        assert_eq!(read_from(&log, gone).first(), Some(next), "from offset {gone}");
+        assert_eq!(
+            read_from(&log, gone).first(),
+            Some(next),
+            "from offset {gone}"
+        );
     }
 
     // Nothing to do until more is written; the result survives a reopen.
-    assert!(log.clean(now, &CleanerOptions::default()).unwrap().is_none());
+    assert!(
+        log.clean(now, &CleanerOptions::default())
+            .unwrap()
+            .is_none()
+    );
     drop(log);
     let log = open(dir.path(), compact_config(2048));
     assert_eq!(read_all(&log), want);
@@ -218,7 +227,10 @@ fn tombstones_stay_until_delete_retention_then_go() {
             append_durable(log, &keyed_batch(&[("filler", Some(&v))], t, false));
         }
     };
-    append_durable(&log, &keyed_batch(&[("a", Some("1")), ("b", Some("2"))], t, false));
+    append_durable(
+        &log,
+        &keyed_batch(&[("a", Some("1")), ("b", Some("2"))], t, false),
+    );
     let tombstone = append_durable(&log, &keyed_batch(&[("a", None)], t, true)).base_offset;
     filler(&log, 5);
 
@@ -231,12 +243,16 @@ fn tombstones_stay_until_delete_retention_then_go() {
 
     // Before the horizon a clean keeps it.
     filler(&log, 5);
-    log.clean(t + 999, &CleanerOptions::default()).unwrap().unwrap();
+    log.clean(t + 999, &CleanerOptions::default())
+        .unwrap()
+        .unwrap();
     assert!(read_all(&log).contains(&(tombstone, b"a".to_vec(), None)));
 
     // After the horizon the next clean removes it; b is untouched.
     filler(&log, 5);
-    log.clean(t + 1001, &CleanerOptions::default()).unwrap().unwrap();
+    log.clean(t + 1001, &CleanerOptions::default())
+        .unwrap()
+        .unwrap();
     let seen = read_all(&log);
     assert!(!seen.iter().any(|r| r.1 == b"a"), "{seen:?}");
     assert!(seen.contains(&(1, b"b".to_vec(), Some(b"2".to_vec()))));
@@ -251,14 +267,22 @@ fn dirty_ratio_and_compaction_lags_decide_when_to_clean() {
     let log = open(dir.path(), config.clone());
     let now = 1_700_000_000_000;
     write_workload(&log, 200, now);
-    assert!(log.clean(now, &CleanerOptions::default()).unwrap().is_some());
+    assert!(
+        log.clean(now, &CleanerOptions::default())
+            .unwrap()
+            .is_some()
+    );
     // A little new data is under a high ratio.
     let config = config
         .with_overrides([("min.cleanable.dirty.ratio", "0.99")])
         .unwrap();
     log.set_config(config.clone());
     write_workload(&log, 30, now);
-    assert!(log.clean(now, &CleanerOptions::default()).unwrap().is_none());
+    assert!(
+        log.clean(now, &CleanerOptions::default())
+            .unwrap()
+            .is_none()
+    );
 
     // max.compaction.lag.ms forces it once the dirty records are old enough.
     log.set_config(
@@ -266,8 +290,16 @@ fn dirty_ratio_and_compaction_lags_decide_when_to_clean() {
             .with_overrides([("max.compaction.lag.ms", "60000")])
             .unwrap(),
     );
-    assert!(log.clean(now + 30_000, &CleanerOptions::default()).unwrap().is_none());
-    assert!(log.clean(now + 61_000, &CleanerOptions::default()).unwrap().is_some());
+    assert!(
+        log.clean(now + 30_000, &CleanerOptions::default())
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        log.clean(now + 61_000, &CleanerOptions::default())
+            .unwrap()
+            .is_some()
+    );
 
     // min.compaction.lag.ms holds back segments with records younger than it.
     let dir = tempfile::tempdir().unwrap();
@@ -276,14 +308,26 @@ fn dirty_ratio_and_compaction_lags_decide_when_to_clean() {
         .unwrap();
     let log = open(dir.path(), lagged);
     write_workload(&log, 200, now);
-    assert!(log.clean(now + 1000, &CleanerOptions::default()).unwrap().is_none());
-    assert!(log.clean(now + 61_000, &CleanerOptions::default()).unwrap().is_some());
+    assert!(
+        log.clean(now + 1000, &CleanerOptions::default())
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        log.clean(now + 61_000, &CleanerOptions::default())
+            .unwrap()
+            .is_some()
+    );
 
     // A topic that does not compact is never cleaned.
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), common::small_segments(2048));
     write_workload(&log, 200, now);
-    assert!(log.clean(now, &CleanerOptions::default()).unwrap().is_none());
+    assert!(
+        log.clean(now, &CleanerOptions::default())
+            .unwrap()
+            .is_none()
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -363,7 +407,11 @@ fn an_idempotent_producers_last_batch_survives_cleaning_as_its_sequence() {
     let kept: Vec<_> = headers.iter().filter(|h| h.producer_id == 9).collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(
-        (kept[0].base_offset, kept[0].record_count, kept[0].base_sequence),
+        (
+            kept[0].base_offset,
+            kept[0].record_count,
+            kept[0].base_sequence
+        ),
         (last.base_offset, 0, 1)
     );
     // After a restart the producer's next sequence (2) is accepted, a gap is not.

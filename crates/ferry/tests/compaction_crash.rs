@@ -76,7 +76,8 @@ fn read_all(addr: &str) -> Vec<Rec> {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
@@ -131,8 +132,10 @@ fn crash_at(stage: &str) -> (Vec<Rec>, Vec<Rec>) {
     create_topic(&broker.addr);
     let model = produce(&broker.addr, 900);
     assert!(
-        eventually(Duration::from_secs(30), || !files_ending(&partition, &suffix)
-            .is_empty()),
+        eventually(Duration::from_secs(30), || !files_ending(
+            &partition, &suffix
+        )
+        .is_empty()),
         "the cleaner never reached its {stage} file; the partition holds {:?}",
         files_ending(&partition, "")
     );
@@ -161,12 +164,14 @@ fn produce_one(addr: &str) -> i64 {
         .build()
         .unwrap();
     runtime
-        .block_on(producer.send(
-            rdkafka::producer::FutureRecord::to(TOPIC)
-                .key("after")
-                .payload("restart"),
-            Duration::from_secs(10),
-        ))
+        .block_on(
+            producer.send(
+                rdkafka::producer::FutureRecord::to(TOPIC)
+                    .key("after")
+                    .payload("restart"),
+                Duration::from_secs(10),
+            ),
+        )
         .unwrap()
         .offset
 }
@@ -181,6 +186,12 @@ fn killed_after_writing_the_cleaned_file_keeps_the_old_segments() {
 fn killed_after_the_swap_commit_comes_back_with_the_cleaned_segments() {
     let (model, seen) = crash_at("swap");
     assert!(seen.len() < model.len(), "nothing was cleaned");
-    let cut = model.iter().map(|r| r.0).find(|&c| cleaned(&model, c) == seen);
-    assert!(cut.is_some(), "not a cleaned image of what was produced: {seen:?}");
+    let cut = model
+        .iter()
+        .map(|r| r.0)
+        .find(|&c| cleaned(&model, c) == seen);
+    assert!(
+        cut.is_some(),
+        "not a cleaned image of what was produced: {seen:?}"
+    );
 }

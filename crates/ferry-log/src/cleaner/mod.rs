@@ -113,9 +113,8 @@ pub(crate) fn plan(
         .iter()
         .position(|s| {
             config.min_compaction_lag_ms > 0
-                && s.max_timestamp().is_some_and(|(ts, _)| {
-                    now_ms.saturating_sub(ts) < config.min_compaction_lag_ms
-                })
+                && s.max_timestamp()
+                    .is_some_and(|(ts, _)| now_ms.saturating_sub(ts) < config.min_compaction_lag_ms)
         })
         .unwrap_or(closed.len());
     let first_dirty = closed
@@ -318,8 +317,7 @@ fn filter_batch(
     if kept.len() == all.len() && !needs_horizon {
         out.extend_from_slice(batch);
     } else if !kept.is_empty() {
-        let new_horizon =
-            needs_horizon.then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms));
+        let new_horizon = needs_horizon.then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms));
         records::write_filtered(out, h, &kept, new_horizon)?;
     } else if last_in_segment
         || (h.producer_id >= 0 && ctx.producers_last.get(&h.producer_id) == Some(&h.last_offset()))
@@ -339,7 +337,10 @@ pub(crate) fn pause_requested(stage: &str) -> bool {
 /// the process with the swap half done. Never set in production.
 pub(crate) fn pause_for_test(stage: &str) {
     if pause_requested(stage) {
-        tracing::warn!(stage, "FERRY_TEST_CLEANER_PAUSE: cleaner stopped for a crash test");
+        tracing::warn!(
+            stage,
+            "FERRY_TEST_CLEANER_PAUSE: cleaner stopped for a crash test"
+        );
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }

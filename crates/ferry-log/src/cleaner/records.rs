@@ -217,8 +217,7 @@ fn decompress(codec: i16, body: &[u8]) -> Result<Vec<u8>> {
         }
         3 => read_bounded(lz4_flex::frame::FrameDecoder::new(body), hint),
         4 => read_bounded(
-            zstd::stream::read::Decoder::new(body)
-                .map_err(|e| invalid(format!("zstd: {e}")))?,
+            zstd::stream::read::Decoder::new(body).map_err(|e| invalid(format!("zstd: {e}")))?,
             hint,
         ),
         other => Err(invalid(format!("unknown compression codec {other}"))),
@@ -255,9 +254,7 @@ fn compress(codec: i16, data: &[u8]) -> Result<Vec<u8>> {
                 .block_mode(lz4_flex::frame::BlockMode::Independent);
             let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
             encoder.write_all(data).map_err(failed)?;
-            encoder
-                .finish()
-                .map_err(|e| invalid(format!("lz4: {e}")))
+            encoder.finish().map_err(|e| invalid(format!("lz4: {e}")))
         }
         4 => zstd::stream::encode_all(data, 3).map_err(failed),
         other => Err(invalid(format!("unknown compression codec {other}"))),
@@ -394,8 +391,16 @@ pub fn keyless_records(payload: &[u8]) -> Result<Vec<i32>> {
 pub(crate) mod tests {
     use super::*;
 
+    /// (key, value) of a test record; `None` is null.
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     /// Encodes one record (Kafka format) with the given deltas, key and value.
-    pub(crate) fn record(ts_delta: i64, offset_delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
+    pub(crate) fn record(
+        ts_delta: i64,
+        offset_delta: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Vec<u8> {
         let mut body = vec![0u8];
         put_varlong(&mut body, ts_delta);
         put_varlong(&mut body, i64::from(offset_delta));
@@ -420,7 +425,7 @@ pub(crate) mod tests {
     }
 
     /// A batch of records `(key, value)` at consecutive offset deltas, base timestamp 1000 + i.
-    pub(crate) fn batch(codec: i16, producer_id: i64, records: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+    pub(crate) fn batch(codec: i16, producer_id: i64, records: &[KeyValue<'_>]) -> Vec<u8> {
         let mut section = Vec::new();
         for (i, (k, v)) in records.iter().enumerate() {
             section.extend(record(i as i64, i as i32, *k, *v));
@@ -448,7 +453,18 @@ pub(crate) mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut buf = Vec::new();
             put_varlong(&mut buf, v);
             assert_eq!(Cursor { buf: &buf, pos: 0 }.varlong().unwrap(), v);
@@ -458,7 +474,15 @@ pub(crate) mod tests {
     #[test]
     fn every_codec_round_trips_and_filters() {
         for codec in 0..=4 {
-            let b = batch(codec, 7, &[(Some(b"a"), Some(b"1")), (Some(b"b"), None), (None, Some(b"3"))]);
+            let b = batch(
+                codec,
+                7,
+                &[
+                    (Some(b"a"), Some(b"1")),
+                    (Some(b"b"), None),
+                    (None, Some(b"3")),
+                ],
+            );
             let h = crate::validate_batches(&b).unwrap()[0];
             let section = record_section(&h, &b).unwrap();
             let records = parse_records(&section, h.record_count).unwrap();
@@ -470,7 +494,10 @@ pub(crate) mod tests {
             let mut out = Vec::new();
             write_filtered(&mut out, &h, &records[1..2], Some(5000)).unwrap();
             let h2 = crate::batch::check_batch(&out).unwrap();
-            assert_eq!((h2.base_offset, h2.last_offset_delta, h2.record_count), (0, 2, 1));
+            assert_eq!(
+                (h2.base_offset, h2.last_offset_delta, h2.record_count),
+                (0, 2, 1)
+            );
             assert_eq!((h2.producer_id, h2.base_sequence), (7, 0));
             assert_eq!(delete_horizon(&h2), Some(5000));
             assert_eq!(h2.compression(), codec);
@@ -491,7 +518,10 @@ pub(crate) mod tests {
         write_empty(&mut out, &h);
         let e = crate::batch::check_batch(&out).unwrap();
         assert_eq!(e.total_len(), BATCH_HEADER_LEN);
-        assert_eq!((e.record_count, e.last_offset_delta, e.producer_id), (0, 1, 3));
+        assert_eq!(
+            (e.record_count, e.last_offset_delta, e.producer_id),
+            (0, 1, 3)
+        );
         assert_eq!(e.compression(), 0);
     }
 
@@ -501,6 +531,12 @@ pub(crate) mod tests {
         assert!(parse_records(&[2, 0, 0], 5).is_err());
         assert!(decompress(1, b"not gzip").is_err());
         assert!(decompress(4, b"not zstd").is_err());
-        assert!(decompress(2, b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x10\x00").is_err());
+        assert!(
+            decompress(
+                2,
+                b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x10\x00"
+            )
+            .is_err()
+        );
     }
 }

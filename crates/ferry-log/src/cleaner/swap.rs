@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn names_parse() {
         assert_eq!(base_of("00000000000000000042.log.swap", ".swap"), Some(42));
-        assert_eq!(base_of("00000000000000000042.log.cleaned", ".cleaned"), Some(42));
+        assert_eq!(
+            base_of("00000000000000000042.log.cleaned", ".cleaned"),
+            Some(42)
+        );
         assert_eq!(base_of("42.log.swap", ".swap"), None);
         assert_eq!(base_of("00000000000000000042.index", ".swap"), None);
     }

@@ -131,10 +131,7 @@ impl PartitionLog {
         fs::rename(&swap_file, segment::log_path(dir, base)).at(&swap_file)?;
         let new = Arc::new(Segment::open_rebuilt(dir, base, end, interval)?);
         segment::sync_dir(dir)?;
-        self.view
-            .write()
-            .segments
-            .splice(at..at + old.len(), [new]);
+        self.view.write().segments.splice(at..at + old.len(), [new]);
         Ok(true)
     }
 
