@@ -45,6 +45,11 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// How often the log cleaner looks for compacted partitions due for a clean (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    pub cleaner_check_interval: Duration,
+    /// Tunables of the log cleaner (offset map budget).
+    pub cleaner: ferry_log::CleanerOptions,
 }
 
 impl Default for BrokerConfig {
@@ -62,6 +67,8 @@ impl Default for BrokerConfig {
             max_connections: 4096,
             log: LogConfig::default(),
             retention_check_interval: Duration::from_secs(60),
+            cleaner_check_interval: Duration::from_secs(15),
+            cleaner: ferry_log::CleanerOptions::default(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! Threads and tasks: one accept task; per connection a reader task (decodes frames and runs the
 //! synchronous part of each handler, such as appending to a log) and a writer task (awaits each
 //! request's reply in order and writes it); fsyncs run on tokio's blocking pool; one retention
-//! task. See `server.rs` for why requests are pipelined that way.
+//! task and one log-cleaner task (compaction). See `server.rs` for why requests are pipelined that way.
 //!
 //! Durability: a produce with acks=all is answered after its data is fsynced; consumers see only
 //! fsynced data (the high watermark is the durable end of the log), so a crash can never take
@@ -192,6 +192,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
             drop(accept_lock);
         }),
         tokio::spawn(retention_loop(shared.clone(), shutdown.clone())),
+        tokio::spawn(cleaner_loop(shared.clone(), shutdown.clone())),
         tokio::spawn(group_clock(shared.clone(), shutdown.clone())),
     ];
     tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
@@ -222,6 +223,47 @@ async fn retention_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted old segments"),
             Ok(Err(e)) => tracing::warn!(error = %e, "retention failed"),
             Err(e) => tracing::warn!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// The log cleaner: now and then, compact every partition of every `cleanup.policy=compact`
+/// topic that is due (see `ferry_log::PartitionLog::clean`), one partition at a time on the
+/// blocking pool so that cleaning never competes with itself for disk and memory.
+async fn cleaner_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.cleaner_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the first clean waits one interval, so that a restart is not
+    // followed at once by a burst of cleaning.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let partitions: Vec<_> = shared
+            .store
+            .topics()
+            .into_iter()
+            .filter(|t| t.config().compacts())
+            .flat_map(|t| t.partitions())
+            .collect();
+        for log in partitions {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let options = shared.config.cleaner.clone();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let dir = log.dir().to_path_buf();
+            match tokio::task::spawn_blocking(move || log.clean(now_ms, &options)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "log cleaning failed")
+                }
+                Err(e) => tracing::warn!(error = %e, "log cleaner task failed"),
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// `index.interval.bytes`: bytes of batches between two sparse index entries.
     pub index_interval_bytes: u32,
-    /// `cleanup.policy`: `delete`, `compact` or both; stored for DescribeConfigs, only `delete` is acted on.
+    /// `cleanup.policy`: `delete` (retention), `compact` (the cleaner) or both.
     pub cleanup_policy: String,
     /// `max.message.bytes`: the largest record batch a producer may append.
     pub max_message_bytes: u32,
@@ -34,6 +34,14 @@ pub struct LogConfig {
     /// `min.insync.replicas`, ...), by name, when they differ from Kafka's default.
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// `delete.retention.ms`: how long a tombstone stays after the clean that first saw it.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean when dirty bytes exceed this share of the cleanable log.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record becomes cleanable at the latest after this long.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -47,16 +55,24 @@ impl Default for LogConfig {
             cleanup_policy: "delete".to_owned(),
             max_message_bytes: 1_048_588,
             extra: BTreeMap::new(),
+            delete_retention_ms: DAY_MS as i64,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
 
 /// The Kafka config names this crate acts on, in the order they sort. Every other topic config
 /// in [`TOPIC_CONFIGS`] is validated and kept in [`LogConfig::extra`].
-pub const CONFIG_NAMES: [&str; 7] = [
+pub const CONFIG_NAMES: [&str; 11] = [
     "cleanup.policy",
+    "delete.retention.ms",
     "index.interval.bytes",
+    "max.compaction.lag.ms",
     "max.message.bytes",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -111,6 +127,25 @@ impl LogConfig {
                 self.max_message_bytes = parse_in(key, value, 0, i32::MAX as u64)? as u32
             }
             "cleanup.policy" => self.cleanup_policy = parse_cleanup_policy(value)?,
+            "delete.retention.ms" => {
+                self.delete_retention_ms = parse_in(key, value, 0, i64::MAX as u64)? as i64
+            }
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = parse_in(key, value, 0, i64::MAX as u64)? as i64
+            }
+            "max.compaction.lag.ms" => {
+                self.max_compaction_lag_ms = parse_in(key, value, 1, i64::MAX as u64)? as i64
+            }
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = match value.parse::<f64>() {
+                    Ok(v) if (0.0..=1.0).contains(&v) => v,
+                    _ => {
+                        return Err(Error::InvalidConfig(format!(
+                            "{key} must be a number in [0, 1], got {value:?}"
+                        )));
+                    }
+                }
+            }
             _ => {
                 debug_assert!(!def.applied, "{key} is applied but not parsed");
                 if value == def.default {
@@ -129,6 +164,10 @@ impl LogConfig {
         let unlimited = |v: Option<String>| v.unwrap_or_else(|| "-1".to_owned());
         Some(match name {
             "cleanup.policy" => self.cleanup_policy.clone(),
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
             "index.interval.bytes" => self.index_interval_bytes.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
             "retention.bytes" => unlimited(self.retention_bytes.map(|v| v.to_string())),
@@ -151,6 +190,18 @@ impl LogConfig {
             .iter()
             .map(|d| (d.name, self.value(d.name).unwrap_or_default()))
             .collect()
+    }
+}
+
+impl LogConfig {
+    /// Whether `cleanup.policy` includes `compact`: the cleaner keeps the latest record per key.
+    pub fn compacts(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "compact")
+    }
+
+    /// Whether `cleanup.policy` includes `delete`: retention deletes old segments.
+    pub fn deletes(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "delete")
     }
 }
 
@@ -219,7 +270,20 @@ mod tests {
         check_ok("index.interval.bytes", "0", |c| c.index_interval_bytes == 0);
         check_ok("max.message.bytes", "100", |c| c.max_message_bytes == 100);
         check_ok("cleanup.policy", "delete,compact", |c| {
-            c.cleanup_policy == "compact,delete"
+            c.cleanup_policy == "compact,delete" && c.compacts() && c.deletes()
+        });
+        check_ok("cleanup.policy", "compact", |c| {
+            c.compacts() && !c.deletes()
+        });
+        check_ok("min.cleanable.dirty.ratio", "0.01", |c| {
+            c.min_cleanable_dirty_ratio == 0.01
+        });
+        check_ok("delete.retention.ms", "0", |c| c.delete_retention_ms == 0);
+        check_ok("min.compaction.lag.ms", "5", |c| {
+            c.min_compaction_lag_ms == 5
+        });
+        check_ok("max.compaction.lag.ms", "9", |c| {
+            c.max_compaction_lag_ms == 9
         });
     }
 
@@ -231,6 +295,8 @@ mod tests {
         check_err("retention.ms", "-2");
         check_err("cleanup.policy", "shred");
         check_err("no.such.config", "1");
+        check_err("min.cleanable.dirty.ratio", "1.5");
+        check_err("max.compaction.lag.ms", "0");
     }
 
     #[test]

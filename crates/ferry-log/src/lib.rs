@@ -12,6 +12,9 @@
 //! * A [`PartitionLog`] is a list of segments. Appends go to the last (*active*) segment, which is
 //!   *rolled* (fsynced, its indexes written, a new one started) when it would exceed `segment.bytes`
 //!   or grows older than `segment.ms`. Retention deletes whole closed segments, oldest first.
+//! * Compaction (`cleanup.policy=compact`, [`PartitionLog::clean`]) rewrites closed segments keeping
+//!   the latest record per key; offsets never move, they get gaps. It is the one place records are
+//!   decoded (`cleaner`).
 //! * Appends are written but not fsynced. [`PartitionLog::flush_to`] is a group commit: concurrent
 //!   callers share one fsync. Only fsynced data is below the *high watermark*, and only that is ever
 //!   read, so consumers never see data a crash could lose. A [`DurableListener`] hears every advance.
@@ -31,6 +34,8 @@
 //! <root>/topics/<topic>/<partition>/<base:020>.index     sparse: (offset - base u32, position u32)
 //! <root>/topics/<topic>/<partition>/<base:020>.timeindex (max timestamp so far i64, offset - base u32)
 //! <root>/topics/<topic>/<partition>/log-start-offset     set by DeleteRecords (decimal), if ever
+//! <root>/topics/<topic>/<partition>/<base:020>.log.cleaned, .log.swap  a clean in progress
+//! <root>/topics/<topic>/<partition>/cleaner.checkpoint  first dirty offset (compacted below it)
 //! <root>/tmp/                                            topics being created or deleted
 //! ```
 //!
@@ -38,6 +43,7 @@
 //! rebuilt by recovery. All integers on disk are big-endian, as in the Kafka protocol.
 
 mod batch;
+mod cleaner;
 mod config;
 mod error;
 mod index;
@@ -48,6 +54,8 @@ mod store;
 mod topic_configs;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader, MAGIC, validate_batches};
+pub use cleaner::records::keyless_records;
+pub use cleaner::{CleanStats, CleanerOptions};
 pub use config::{CONFIG_NAMES, LogConfig};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, DurableListener, PartitionLog, ReadResult};

@@ -41,6 +41,10 @@ pub struct BrokerArgs {
     advertised_host: Option<String>,
     #[command(flatten)]
     connections: ConnectionArgs,
+    /// How often the log cleaner looks for compacted partitions to clean, in ms (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    #[arg(long, default_value_t = defaults().cleaner_check_interval.as_millis() as u64)]
+    log_cleaner_backoff_ms: u64,
 }
 
 impl BrokerArgs {
@@ -52,6 +56,7 @@ impl BrokerArgs {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             max_request_bytes: self.max_request_bytes,
+            cleaner_check_interval: std::time::Duration::from_millis(self.log_cleaner_backoff_ms),
             ..defaults()
         })
     }

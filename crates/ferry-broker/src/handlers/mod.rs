@@ -6,6 +6,7 @@ mod admin;
 mod alter_configs;
 mod api_versions;
 mod cluster;
+mod compacted;
 mod configs;
 mod fetch;
 mod groups;

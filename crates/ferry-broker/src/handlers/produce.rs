@@ -48,6 +48,15 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
             };
             let appended = log.and_then(|log| {
                 let records = data.records.as_deref().unwrap_or_default();
+                // Compacted topics refuse records without a key (Kafka's INVALID_RECORD).
+                if let Ok(Some(t)) = &topic
+                    && let Some((errors, message)) =
+                        super::compacted::keyless_rejection(t, records)
+                {
+                    resp.record_errors = errors;
+                    resp.error_message = Some(message);
+                    return Err(ResponseError::InvalidRecord.code());
+                }
                 match log.append(records) {
                     Ok(info) => Ok((log, info)),
                     Err(e) => {

@@ -17,6 +17,7 @@
 //!   release it before any file I/O; segments are `Arc`s, so a segment deleted by retention stays
 //!   readable by whoever already holds it.
 
+mod compact;
 mod retention;
 mod start;
 
@@ -149,6 +150,8 @@ impl PartitionLog {
     /// producers' state is rebuilt from the headers of every batch in the log.
     pub fn open(dir: &Path, config: LogConfig, listener: DurableListener) -> Result<PartitionLog> {
         fs::create_dir_all(dir).at(dir)?;
+        // Finish or undo a clean that a crash interrupted, before the segments are listed.
+        crate::cleaner::swap::recover(dir)?;
         let bases = list_segments(dir)?;
         let interval = config.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len().max(1));

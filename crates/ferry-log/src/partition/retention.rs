@@ -12,6 +12,11 @@ impl PartitionLog {
     /// is never deleted. Returns how many were deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let config = self.config();
+        // cleanup.policy=compact alone keeps every segment (DeleteRecords is refused there too);
+        // the cleaner shrinks them instead.
+        if !config.deletes() {
+            return Ok(0);
+        }
         let deleted = {
             // The writer lock keeps a roll from changing the segment list underneath.
             let _writer = self.writer.lock();

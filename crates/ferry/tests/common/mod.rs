@@ -32,8 +32,14 @@ pub struct ChildProcess {
 impl ChildProcess {
     /// Runs `ferry ARGS...` (logs at `RUST_LOG`, default info, without colour).
     pub fn spawn(what: &str, args: &[&OsStr]) -> ChildProcess {
+        Self::spawn_with_env(what, args, &[])
+    }
+
+    /// Like [`ChildProcess::spawn`], with extra environment variables (test-only fault hooks).
+    pub fn spawn_with_env(what: &str, args: &[&OsStr], env: &[(&str, &str)]) -> ChildProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
@@ -105,13 +111,18 @@ impl ChildBroker {
     /// Starts `ferry broker --listen 127.0.0.1:0 --data DIR [extra...]` and waits for its
     /// "ferry broker listening on ADDR" line.
     pub fn start(data: &Path, extra: &[&str]) -> ChildBroker {
+        Self::start_with_env(data, extra, &[])
+    }
+
+    /// Like [`ChildBroker::start`], with extra environment variables.
+    pub fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> ChildBroker {
         let mut args: Vec<&OsStr> = ["broker", "--listen", "127.0.0.1:0", "--data"]
             .iter()
             .map(OsStr::new)
             .collect();
         args.push(data.as_os_str());
         args.extend(extra.iter().map(OsStr::new));
-        let process = ChildProcess::spawn("ferry broker", &args);
+        let process = ChildProcess::spawn_with_env("ferry broker", &args, env);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
