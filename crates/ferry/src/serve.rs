@@ -56,7 +56,7 @@ impl BrokerArgs {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             max_request_bytes: self.max_request_bytes,
-            cleaner_check_interval: std::time::Duration::from_millis(self.log_cleaner_backoff_ms),
+            cleaner_check_interval: Duration::from_millis(self.log_cleaner_backoff_ms),
             ..defaults()
         })
     }
