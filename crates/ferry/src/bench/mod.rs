@@ -1,4 +1,4 @@
-//! `ferry bench produce|consume|disk|group|up|dashboard|read-side`: throughput and latency of a broker, measured with librdkafka (the client
+//! `ferry bench produce|consume|disk|group|up|dashboard|read-side|dlq`: throughput and latency of a broker, measured with librdkafka (the client
 //! most Ferry services use), next to this machine's fsynced disk bandwidth from the same run.
 //!
 //! Without `--brokers` the bench starts a broker in this process, on 127.0.0.1:0 with a temporary data
@@ -8,6 +8,7 @@
 
 mod consume;
 mod disk;
+mod dlq;
 mod group;
 mod live;
 mod produce;
@@ -41,6 +42,8 @@ pub enum BenchCommand {
     Dashboard(live::LiveBenchArgs),
     /// Time from an HTTP create to the entity showing on the read side, at a fixed rate.
     ReadSide(read_side::ReadSideBenchArgs),
+    /// Dead letters per second in a poison flood, and the delay of a good message behind it.
+    Dlq(dlq::DlqBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +164,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Up(args) => blocking(move || up::bench(args)).await,
         BenchCommand::Dashboard(args) => live::bench(args).await,
         BenchCommand::ReadSide(args) => read_side::bench(args).await,
+        BenchCommand::Dlq(args) => dlq::bench(args).await,
         BenchCommand::Disk(args) => {
             let report =
                 blocking(move || disk::measure(&args.dir, args.mb, args.runs as usize)).await?;
