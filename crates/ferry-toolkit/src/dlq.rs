@@ -254,7 +254,13 @@ mod tests {
         assert!(restore(&m(".dlq")).is_none());
         assert!(restore(&m("plain")).is_none());
         // No group named: re-driven to every group, as before.
-        assert_eq!(restore(&m("a.dlq")).unwrap().headers.get(header::REDRIVE_GROUP), None);
+        assert_eq!(
+            restore(&m("a.dlq"))
+                .unwrap()
+                .headers
+                .get(header::REDRIVE_GROUP),
+            None
+        );
     }
 
     #[track_caller]

@@ -199,7 +199,10 @@ impl Processor {
             && let Some(target) = message.headers.get_str(dlq::header::REDRIVE_GROUP)
             && target != self.group
         {
-            tracing::debug!(redrive_group = target, "re-driven for another group, skipped");
+            tracing::debug!(
+                redrive_group = target,
+                "re-driven for another group, skipped"
+            );
             metrics::redrive_skipped(&message.topic);
             return Outcome::Skipped;
         }
@@ -207,7 +210,14 @@ impl Processor {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable envelope, dead-lettering");
-                return self.dead_letter(message, "", Reason::Undecodable, &e.to_string(), 0, letters);
+                return self.dead_letter(
+                    message,
+                    "",
+                    Reason::Undecodable,
+                    &e.to_string(),
+                    0,
+                    letters,
+                );
             }
         };
         // This handling is a child span of the producer's, and what follow-ups carry.
@@ -246,7 +256,14 @@ impl Processor {
                 }
                 Attempt::Undecodable(e) => {
                     tracing::warn!(error = %e, "undecodable payload, dead-lettering");
-                    return self.dead_letter(message, &type_name, Reason::Undecodable, &e, 0, letters);
+                    return self.dead_letter(
+                        message,
+                        &type_name,
+                        Reason::Undecodable,
+                        &e,
+                        0,
+                        letters,
+                    );
                 }
                 Attempt::Failed(e) => e,
             };
@@ -369,8 +386,7 @@ impl Processor {
             });
             let mut sent = 0usize;
             let mut last_error = None;
-            for (offset, topic, type_name, reason, result) in
-                futures::future::join_all(sends).await
+            for (offset, topic, type_name, reason, result) in futures::future::join_all(sends).await
             {
                 match result {
                     Ok(_) => {

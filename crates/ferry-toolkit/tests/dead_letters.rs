@@ -12,7 +12,9 @@ use common::*;
 use ferry_toolkit::dlq::header as dlq;
 use ferry_toolkit::kafka::{self, Admin, KafkaConfig, start_router};
 use ferry_toolkit::ops::metrics::{self, REDRIVE_SKIPPED};
-use ferry_toolkit::{Error, HandlerError, MessageContext, Publisher, RetryPolicy, Router, handler_fn};
+use ferry_toolkit::{
+    Error, HandlerError, MessageContext, Publisher, RetryPolicy, Router, handler_fn,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -94,7 +96,10 @@ async fn settle(admin: &Admin, groups: &[String], topic: &str) {
         if caught_up {
             return;
         }
-        assert!(Instant::now() < deadline, "groups did not catch up on {topic}");
+        assert!(
+            Instant::now() < deadline,
+            "groups did not catch up on {topic}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -155,7 +160,7 @@ async fn start_groups(
         .collect();
     for handle in &handles {
         let deadline = Instant::now() + WAIT;
-        while !(handle.is_ready() && !handle.assignment().is_empty()) {
+        while !handle.is_ready() || handle.assignment().is_empty() {
             assert!(Instant::now() < deadline, "{} did not join", handle.group());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -193,11 +198,18 @@ async fn redrive_never_multiplies_letters() -> anyhow::Result<()> {
     publisher.publish(&topic, greeting("poison:1")).await?;
     produce_raw(&bootstrap, &topic, Some(1), "junk", &[], b"not json").await;
     settle(&admin, &groups, &topic).await;
-    assert_eq!(letters(&admin, &dlq_topic).await, (4, 4), "one letter per group and record");
+    assert_eq!(
+        letters(&admin, &dlq_topic).await,
+        (4, 4),
+        "one letter per group and record"
+    );
 
     for round in 1..=3 {
         let report = kafka::redrive(&config, &dlq_topic, &publisher).await?;
-        assert_eq!(report.redriven, 4, "round {round}: the pending letters are sent back");
+        assert_eq!(
+            report.redriven, 4,
+            "round {round}: the pending letters are sent back"
+        );
         settle(&admin, &groups, &topic).await;
         assert_eq!(
             letters(&admin, &dlq_topic).await,
@@ -215,7 +227,8 @@ async fn redrive_never_multiplies_letters() -> anyhow::Result<()> {
         assert_eq!(by_group, 8, "{group}: two letters a round");
     }
     assert!(
-        all.iter().all(|l| l.headers.get(dlq::REDRIVE_GROUP).is_none()),
+        all.iter()
+            .all(|l| l.headers.get(dlq::REDRIVE_GROUP).is_none()),
         "a letter carries no re-drive address of its own"
     );
     for handle in handles {
@@ -262,7 +275,11 @@ async fn redriven_message_is_applied_once_by_the_fixed_group() -> anyhow::Result
     publisher.publish(&topic, greeting("both:1")).await?;
     settle(&admin, &groups, &topic).await;
     assert_eq!(applied.get(&b, "only-a:1"), 1);
-    assert_eq!(letters(&admin, &dlq_topic).await, (3, 3), "A: two letters, B: one");
+    assert_eq!(
+        letters(&admin, &dlq_topic).await,
+        (3, 3),
+        "A: two letters, B: one"
+    );
 
     // Both handlers fixed; the letters go back.
     broken_a.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -270,10 +287,19 @@ async fn redriven_message_is_applied_once_by_the_fixed_group() -> anyhow::Result
     let report = kafka::redrive(&config, &dlq_topic, &publisher).await?;
     assert_eq!(report.redriven, 3);
     settle(&admin, &groups, &topic).await;
-    for (group, id) in [(&a, "only-a:1"), (&a, "both:1"), (&b, "only-a:1"), (&b, "both:1")] {
+    for (group, id) in [
+        (&a, "only-a:1"),
+        (&a, "both:1"),
+        (&b, "only-a:1"),
+        (&b, "both:1"),
+    ] {
         assert_eq!(applied.get(group, id), 1, "{group} applied {id} once");
     }
-    assert_eq!(letters(&admin, &dlq_topic).await, (3, 0), "nothing pending after the re-drive");
+    assert_eq!(
+        letters(&admin, &dlq_topic).await,
+        (3, 0),
+        "nothing pending after the re-drive"
+    );
     assert_eq!(
         metric(REDRIVE_SKIPPED, &[("topic", &topic)]),
         3.0,
@@ -281,7 +307,12 @@ async fn redriven_message_is_applied_once_by_the_fixed_group() -> anyhow::Result
     );
 
     // A second run has nothing to send and applies nothing again.
-    assert_eq!(kafka::redrive(&config, &dlq_topic, &publisher).await?.redriven, 0);
+    assert_eq!(
+        kafka::redrive(&config, &dlq_topic, &publisher)
+            .await?
+            .redriven,
+        0
+    );
     settle(&admin, &groups, &topic).await;
     assert_eq!(applied.get(&a, "both:1"), 1);
     for handle in handles {
@@ -317,7 +348,10 @@ async fn redrive_of_unknown_topic_fails_and_creates_nothing() -> anyhow::Result<
         );
     }
     let names = topic_names(&admin).await;
-    assert!(!names.contains(&dlq_topic) && !names.contains(&name), "{names:?}");
+    assert!(
+        !names.contains(&dlq_topic) && !names.contains(&name),
+        "{names:?}"
+    );
 
     // A letter from a topic that is gone: stays pending, and the topic is not brought back.
     let gone = unique("gone");
@@ -366,7 +400,11 @@ async fn poison_flood_does_not_bury_good_messages() -> anyhow::Result<()> {
     let handles = start_groups(
         &config,
         &publisher,
-        vec![Router::new(&group).subscribe(&topic).handle(recording(&calls))],
+        vec![
+            Router::new(&group)
+                .subscribe(&topic)
+                .handle(recording(&calls)),
+        ],
     )
     .await;
 
@@ -378,7 +416,10 @@ async fn poison_flood_does_not_bury_good_messages() -> anyhow::Result<()> {
         wait_until(BOUND, move || c.len() == 1).await,
         "the good message behind {JUNK} junk records was not handled within {BOUND:?}"
     );
-    eprintln!("good message handled {:?} after its publish", sent.elapsed());
+    eprintln!(
+        "good message handled {:?} after its publish",
+        sent.elapsed()
+    );
     settle(&admin, std::slice::from_ref(&group), &topic).await;
     assert_eq!(
         letters(&admin, &dlq_topic).await,
@@ -419,8 +460,18 @@ async fn dead_letters_do_not_wait_for_a_retry_backoff() -> anyhow::Result<()> {
         }));
     let handle = start_router(router, &config, publisher)?;
     let started = Instant::now();
-    let dead = read_topic(&bootstrap, &format!("{topic}.dlq"), 1, Duration::from_secs(30)).await;
-    assert_eq!(dead.len(), 1, "the junk's letter is out while the other message backs off");
+    let dead = read_topic(
+        &bootstrap,
+        &format!("{topic}.dlq"),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        dead.len(),
+        1,
+        "the junk's letter is out while the other message backs off"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(dead[0].headers.get_str(dlq::REASON), Some("undecodable"));
     handle.shutdown().await;

@@ -211,10 +211,25 @@ fn dlq_list_and_redrive_never_create_topics() {
             .map(|l| l.split_whitespace().skip(1).map(str::to_owned).collect())
             .unwrap_or_default()
     };
-    assert_eq!(pending(&ok(b, &["dlq", "list"], "")), ["2", "2"], "pending, held");
+    assert_eq!(
+        pending(&ok(b, &["dlq", "list"], "")),
+        ["2", "2"],
+        "pending, held"
+    );
     let out = ok(b, &["dlq", "redrive", "lessons.dlq"], "");
     assert!(out.starts_with("re-drove 2 dead letter(s)"), "{out}");
     assert_eq!(pending(&ok(b, &["dlq", "list"], "")), ["0", "2"]);
-    let back = ok(b, &["consume", "lessons", "--from-beginning", "--count", "2", "--exit"], "");
+    let back = ok(
+        b,
+        &[
+            "consume",
+            "lessons",
+            "--from-beginning",
+            "--count",
+            "2",
+            "--exit",
+        ],
+        "",
+    );
     assert_eq!(back.lines().collect::<Vec<_>>(), ["one", "two"]);
 }

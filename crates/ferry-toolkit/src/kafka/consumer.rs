@@ -84,7 +84,11 @@ pub fn start_router(
     let shared = Arc::new(Shared {
         group: router.group.clone(),
         topics: router.topics.clone(),
-        processor: Processor::new(&router, publisher, super::FEATURES.each_group_gets_every_message),
+        processor: Processor::new(
+            &router,
+            publisher,
+            super::FEATURES.each_group_gets_every_message,
+        ),
         runtime: Handle::current(),
         stop: CancellationToken::new(),
         aborting: AtomicBool::new(false),

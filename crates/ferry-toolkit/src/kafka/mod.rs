@@ -32,7 +32,8 @@ use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{
-    Admin, DeadLetterTopic, GroupInfo, GroupOffset, MemberInfo, PartitionInfo, TopicInfo, assignment,
+    Admin, DeadLetterTopic, GroupInfo, GroupOffset, MemberInfo, PartitionInfo, TopicInfo,
+    assignment,
 };
 pub use consumer::{RouterHandle, start_router};
 pub use redrive::{RedriveReport, redrive, redrive_group};

@@ -132,10 +132,11 @@ pub async fn redrive(
 
         // Every send is handed to the producer before any is awaited (`join_all` polls each
         // once, in order), so librdkafka batches them and a key's records keep their order.
-        let results = futures::future::join_all(sends.into_iter().map(|(record, original)| async move {
-            (record, publisher.send_raw(original).await)
-        }))
-        .await;
+        let results =
+            futures::future::join_all(sends.into_iter().map(|(record, original)| async move {
+                (record, publisher.send_raw(original).await)
+            }))
+            .await;
         // Per partition, the first offset not done (a failed send, a missing topic): commit
         // below it, so a later run picks it up again.
         let mut stop_at: HashMap<i32, i64> = HashMap::new();
@@ -178,7 +179,11 @@ pub async fn redrive(
             blocking(move || Ok(c.commit(&tpl, CommitMode::Sync)?)).await?;
         }
         if let Some(error) = first_error {
-            tracing::warn!(dlq_topic, redriven = report.redriven, "re-drive stopped: letters could not be sent");
+            tracing::warn!(
+                dlq_topic,
+                redriven = report.redriven,
+                "re-drive stopped: letters could not be sent"
+            );
             return Err(error);
         }
         if let Some((record, topic)) = missing {
@@ -250,7 +255,9 @@ fn poll_batch(consumer: &BaseConsumer<LogContext>, ends: &[(i32, i64)]) -> Vec<I
         match consumer.poll(wait) {
             Some(Ok(m)) => {
                 // Letters written after the run started wait for the next run.
-                if wanted.contains(&m.partition()) && end_of(m.partition()).is_some_and(|e| m.offset() < e) {
+                if wanted.contains(&m.partition())
+                    && end_of(m.partition()).is_some_and(|e| m.offset() < e)
+                {
                     batch.push(incoming(&m));
                 }
             }

@@ -134,7 +134,7 @@ async fn run(brokers: &str, topic: &str, args: &DlqBenchArgs) -> anyhow::Result<
     let handle = toolkit_kafka::start_router(router, &config, publisher.clone())
         .context("cannot start the router")?;
     let joined = Instant::now();
-    while !(handle.is_ready() && !handle.assignment().is_empty()) {
+    while !handle.is_ready() || handle.assignment().is_empty() {
         if joined.elapsed() > DEADLINE {
             bail!("the router did not join its group");
         }
