@@ -5,8 +5,9 @@
 //! group, the bench produces `--messages` poison records as fast as librdkafka sends them (acks=all),
 //! then publishes one good message with the typed publisher. It reports the dead letters per second,
 //! timed from the flood's first record produced to its last letter acknowledged in `<topic>.dlq`,
-//! and the good message's delay, from the start of its publish to its handler call. The router runs
-//! in this process, as services do under `ferry up`.
+//! and the good message's delay, from the start of its publish to its handler call. With
+//! `--backlog` the flood and the good message are on the topic before the router starts, and both
+//! clocks start when it has joined. The router runs in this process, as services do under `ferry up`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,10 @@ pub struct DlqBenchArgs {
     /// What is wrong with the poison records.
     #[arg(long, value_enum, default_value_t = Poison::Undecodable)]
     poison: Poison,
+    /// Produce the flood and the good message before the router starts (a service coming back to
+    /// a backlog), and time from its join instead of from the flood.
+    #[arg(long)]
+    backlog: bool,
 }
 
 /// The kinds of poison.
@@ -75,11 +80,12 @@ const DEADLINE: Duration = Duration::from_secs(600);
 pub async fn bench(args: DlqBenchArgs) -> anyhow::Result<()> {
     let broker = RunningBroker::start(&args.target).await?;
     println!(
-        "ferry bench dlq: {} {:?} poison records x {} B, then one good message; {} partition(s); broker: {}",
+        "ferry bench dlq: {} {:?} poison records x {} B, then one good message; {} partition(s){}; broker: {}",
         thousands(args.messages),
         args.poison,
         args.size,
         args.partitions,
+        if args.backlog { ", as a backlog" } else { "" },
         broker.describe()
     );
     let topic = create_bench_topic(&broker.brokers, args.partitions).await?;
@@ -92,13 +98,18 @@ pub async fn bench(args: DlqBenchArgs) -> anyhow::Result<()> {
         thousands(args.messages),
         report.flood_acked.as_secs_f64()
     );
+    let (from, good_from) = if args.backlog {
+        ("the router's join", "the router's join")
+    } else {
+        ("the first poison record produced", "its publish started")
+    };
     println!(
-        "dead letters: {} in {letters_s:.2} s: {} letters/s (first poison record produced to last letter acknowledged)",
+        "dead letters: {} in {letters_s:.2} s: {} letters/s ({from} to the last letter acknowledged)",
         thousands(args.messages),
         thousands((args.messages as f64 / letters_s) as u64)
     );
     println!(
-        "good message: handled {:.2} s after its publish started, behind {} poison records",
+        "good message: handled {:.2} s after {good_from}, behind {} poison records",
         report.good_delay.as_secs_f64(),
         thousands(args.messages)
     );
@@ -131,39 +142,39 @@ async fn run(brokers: &str, topic: &str, args: &DlqBenchArgs) -> anyhow::Result<
                 }
             }
         }));
-    let handle = toolkit_kafka::start_router(router, &config, publisher.clone())
-        .context("cannot start the router")?;
-    let joined = Instant::now();
-    while !handle.is_ready() || handle.assignment().is_empty() {
-        if joined.elapsed() > DEADLINE {
-            bail!("the router did not join its group");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let good = BenchMessage {
+        id: u64::MAX,
+        good: true,
+        pad: String::new(),
+    };
 
-    let started = Instant::now();
-    flood(brokers, topic, args).await?;
-    let flood_acked = started.elapsed();
+    // Live: the router is running when the flood arrives, and the good message follows it.
+    // Backlog: flood and good message wait on the topic; the clock starts when the router joins.
+    let (handle, started, flood_acked, good_sent) = if args.backlog {
+        let flooding = Instant::now();
+        flood(brokers, topic, args).await?;
+        let flood_acked = flooding.elapsed();
+        publish(&publisher, topic, good).await?;
+        let handle = start(router, &config, &publisher).await?;
+        let joined = Instant::now();
+        (handle, joined, flood_acked, joined)
+    } else {
+        let handle = start(router, &config, &publisher).await?;
+        let started = Instant::now();
+        flood(brokers, topic, args).await?;
+        let flood_acked = started.elapsed();
+        let good_sent = Instant::now();
+        publish(&publisher, topic, good).await?;
+        (handle, started, flood_acked, good_sent)
+    };
 
-    let good_sent = Instant::now();
-    publisher
-        .publish(
-            topic,
-            BenchMessage {
-                id: u64::MAX,
-                good: true,
-                pad: String::new(),
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let dlq = ferry_toolkit::dlq::topic_for(topic);
     let (brokers_owned, expected) = (brokers.to_owned(), args.messages as i64);
     let letters = blocking(move || wait_for_letters(&brokers_owned, &dlq, expected));
-    let good = async {
+    let handled = async {
         loop {
             if let Some(at) = *handled_good.lock() {
-                return Ok(at.duration_since(good_sent));
+                return Ok(at.saturating_duration_since(good_sent));
             }
             if good_sent.elapsed() > DEADLINE {
                 bail!("the good message was not handled within {DEADLINE:?}");
@@ -171,13 +182,39 @@ async fn run(brokers: &str, topic: &str, args: &DlqBenchArgs) -> anyhow::Result<
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    let (letters_at, good_delay) = tokio::try_join!(letters, good)?;
+    let (letters_at, good_delay) = tokio::try_join!(letters, handled)?;
     handle.shutdown().await;
     Ok(Report {
         flood_acked,
-        letters_done: letters_at.duration_since(started),
+        letters_done: letters_at.saturating_duration_since(started),
         good_delay,
     })
+}
+
+/// Starts the router and waits until it has joined its group and has its partitions.
+async fn start(
+    router: Router,
+    config: &KafkaConfig,
+    publisher: &Publisher,
+) -> anyhow::Result<toolkit_kafka::RouterHandle> {
+    let handle = toolkit_kafka::start_router(router, config, publisher.clone())
+        .context("cannot start the router")?;
+    let joining = Instant::now();
+    while !handle.is_ready() || handle.assignment().is_empty() {
+        if joining.elapsed() > DEADLINE {
+            bail!("the router did not join its group");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(handle)
+}
+
+async fn publish(publisher: &Publisher, topic: &str, message: BenchMessage) -> anyhow::Result<()> {
+    publisher
+        .publish(topic, message)
+        .await
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Produces the poison records, all enqueued before any acknowledgement is awaited.
