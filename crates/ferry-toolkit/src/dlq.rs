@@ -14,11 +14,22 @@
 //! | `ferry-dlq-group` | the consumer group that gave up on it |
 //!
 //! Re-driving ([`restore`], `crate::kafka::redrive`) strips those headers and sends the record
-//! back to its original topic with its original message id. On Kafka the topic is shared by
-//! every group that reads it, so the other groups see the message again; handlers that
-//! de-duplicate by message id (the inbox) apply it once.
+//! back to its original topic with its original message id, **addressed to the group that gave
+//! up on it**: the `ferry-redrive-group` header names that group. On Kafka a topic is read by
+//! every group that subscribes to it, and each group dead-letters a poison message once, so
+//! without the address a re-drive of N letters made every group see N copies, fail them again
+//! and write up to N × groups new letters (3 → 8 → 17 → 34 in the wild). A router whose group is
+//! not the one named acknowledges the message and skips it (`crate::process`); the named group
+//! handles it as it would the original. So a re-drive never multiplies letters, and a group that
+//! already handled the message does not apply it again. A letter without `ferry-dlq-group`
+//! (written by hand or by another tool) is re-driven unaddressed, to every group.
+//!
+//! On AMQP a queue's routers are competing consumers (`crate::amqp::FEATURES`): a message is
+//! delivered to one of them whatever its group, so the address is not applied there (skipping it
+//! would drop it).
 
 use crate::envelope::Headers;
+use crate::error::{Error, Result};
 use crate::transport::{IncomingMessage, OutgoingMessage};
 
 /// The dead-letter header names.
@@ -39,6 +50,8 @@ pub mod header {
     pub const GROUP: &str = "ferry-dlq-group";
     /// The prefix shared by all of them.
     pub const PREFIX: &str = "ferry-dlq-";
+    /// On a re-driven message (not a dead letter): the one consumer group that is to handle it.
+    pub const REDRIVE_GROUP: &str = "ferry-redrive-group";
 }
 
 /// Suffix of dead-letter topics.
@@ -68,6 +81,40 @@ pub fn topic_for(topic: &str) -> String {
     format!("{topic}{SUFFIX}")
 }
 
+/// The longest topic name Kafka accepts.
+const MAX_TOPIC_NAME: usize = 249;
+
+/// Checks that `dlq_topic` is a dead-letter topic's name and returns its original topic: a
+/// legal Kafka topic name (1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`) that ends in `.dlq`
+/// after a non-empty name. [`Error::InvalidTopic`] otherwise.
+pub fn original_topic(dlq_topic: &str) -> Result<&str> {
+    let invalid = |reason: String| Error::InvalidTopic {
+        topic: dlq_topic.chars().take(MAX_TOPIC_NAME + 1).collect(),
+        reason,
+    };
+    if dlq_topic.is_empty() || dlq_topic.len() > MAX_TOPIC_NAME {
+        return Err(invalid(format!(
+            "a topic name has 1 to {MAX_TOPIC_NAME} characters"
+        )));
+    }
+    if let Some(c) = dlq_topic
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(invalid(format!(
+            "{c:?} is not allowed in a topic name (only a-z, A-Z, 0-9, '.', '_' and '-')"
+        )));
+    }
+    match dlq_topic.strip_suffix(SUFFIX) {
+        Some(original) if !original.is_empty() && original != "." && original != ".." => {
+            Ok(original)
+        }
+        _ => Err(invalid(format!(
+            "not a dead-letter topic (they are named <topic>{SUFFIX})"
+        ))),
+    }
+}
+
 /// Builds the dead letter of `message`.
 pub fn dead_letter(
     message: &IncomingMessage,
@@ -77,8 +124,9 @@ pub fn dead_letter(
     group: &str,
 ) -> OutgoingMessage {
     let mut headers = message.headers.clone();
-    // A message re-driven and failing again gets fresh dead-letter headers, not a second set.
-    headers.retain(|name| !name.starts_with(header::PREFIX));
+    // A message re-driven and failing again gets fresh dead-letter headers, not a second set,
+    // and loses its re-drive address (the new letter names the group in `ferry-dlq-group`).
+    headers.retain(|name| !name.starts_with(header::PREFIX) && name != header::REDRIVE_GROUP);
     headers.append(header::REASON, reason.as_str());
     headers.append(header::ERROR, error);
     headers.append(header::ATTEMPTS, attempts.to_string());
@@ -95,7 +143,8 @@ pub fn dead_letter(
 }
 
 /// Turns a dead letter back into the original record, addressed to its original topic (from
-/// `ferry-dlq-original-topic`, or the dead-letter topic's name without `.dlq`).
+/// `ferry-dlq-original-topic`, or the dead-letter topic's name without `.dlq`) and to the group
+/// named in `ferry-dlq-group` (as `ferry-redrive-group`; see the module docs).
 pub fn restore(dead_letter: &IncomingMessage) -> Option<OutgoingMessage> {
     let topic = match dead_letter.headers.get_str(header::ORIGINAL_TOPIC) {
         Some(topic) if !topic.is_empty() => topic.to_owned(),
@@ -105,8 +154,16 @@ pub fn restore(dead_letter: &IncomingMessage) -> Option<OutgoingMessage> {
             .filter(|t| !t.is_empty())?
             .to_owned(),
     };
+    let group = dead_letter
+        .headers
+        .get_str(header::GROUP)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned);
     let mut headers: Headers = dead_letter.headers.clone();
-    headers.retain(|name| !name.starts_with(header::PREFIX));
+    headers.retain(|name| !name.starts_with(header::PREFIX) && name != header::REDRIVE_GROUP);
+    if let Some(group) = group {
+        headers.append(header::REDRIVE_GROUP, group);
+    }
     Some(OutgoingMessage {
         topic,
         key: dead_letter.key.clone(),
@@ -151,8 +208,24 @@ mod tests {
         };
         let back = restore(&parked).unwrap();
         assert_eq!(back.topic, "orders");
-        assert_eq!(back.headers, original.headers);
         assert_eq!(back.key, original.key);
+        // The original headers, then the address of the group that gave up on it.
+        let mut addressed = original.headers.clone();
+        addressed.append(header::REDRIVE_GROUP, "billing");
+        assert_eq!(back.headers, addressed);
+
+        // Failing again after the re-drive: a fresh letter, without the old address.
+        let redriven = IncomingMessage {
+            topic: back.topic.clone(),
+            partition: 1,
+            offset: 7,
+            key: back.key.clone(),
+            headers: back.headers.clone(),
+            payload: back.payload.clone(),
+        };
+        let second = dead_letter(&redriven, Reason::HandlerFailed, "still", 1, "billing");
+        assert_eq!(second.headers.get(header::REDRIVE_GROUP), None);
+        assert_eq!(second.headers.get_str(header::GROUP), Some("billing"));
 
         // Failing again replaces the dead-letter headers instead of stacking them.
         let again = dead_letter(&parked, Reason::Undecodable, "bad", 0, "billing");
@@ -180,5 +253,40 @@ mod tests {
         assert_eq!(restore(&m("a.dlq")).unwrap().topic, "a");
         assert!(restore(&m(".dlq")).is_none());
         assert!(restore(&m("plain")).is_none());
+        // No group named: re-driven to every group, as before.
+        assert_eq!(
+            restore(&m("a.dlq"))
+                .unwrap()
+                .headers
+                .get(header::REDRIVE_GROUP),
+            None
+        );
+    }
+
+    #[track_caller]
+    fn check_name(name: &str, expected: Option<&str>) {
+        match (original_topic(name), expected) {
+            (Ok(original), Some(expected)) => assert_eq!(original, expected, "{name:?}"),
+            (Err(Error::InvalidTopic { .. }), None) => {}
+            (got, _) => panic!("{name:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn dead_letter_topic_names_are_checked() {
+        check_name("test.dlq", Some("test"));
+        check_name("ReactiveMicroservices.dlq", Some("ReactiveMicroservices"));
+        check_name("a.dlq.dlq", Some("a.dlq"));
+        check_name("my_topic-1.dlq", Some("my_topic-1"));
+        check_name("test", None);
+        check_name(".dlq", None);
+        check_name("..dlq", None);
+        check_name("...dlq", None);
+        check_name("", None);
+        check_name("bad name.dlq", None);
+        check_name("a/b.dlq", None);
+        check_name("caf\u{e9}.dlq", None);
+        check_name(&format!("{}.dlq", "x".repeat(245)), Some(&"x".repeat(245)));
+        check_name(&format!("{}.dlq", "x".repeat(246)), None);
     }
 }

@@ -80,6 +80,18 @@ pub enum Error {
         /// What the database said.
         source: sqlx::Error,
     },
+    /// A topic name is not acceptable where it was given (not a legal Kafka topic name, or not a
+    /// dead-letter topic where one is needed).
+    #[error("invalid topic name {topic:?}: {reason}")]
+    InvalidTopic {
+        /// The name given (cut to 250 characters).
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A topic that must exist does not (and was not created).
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
     /// The broker cannot be reached now (the transport retries with backoff).
     #[error("broker unavailable: {0}")]
     Unavailable(String),

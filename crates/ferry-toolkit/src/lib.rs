@@ -16,7 +16,8 @@
 //! - A failing handler is retried per its [`RetryPolicy`] (exponential backoff, jitter, cap,
 //!   optional per-attempt timeout), then dead-lettered to `<topic>.dlq` with the error and
 //!   attempt count in headers ([`dlq`]); a record that cannot be decoded goes there at once.
-//!   [`kafka::redrive`] sends dead letters back.
+//!   Letters are sent in batches, committed once acknowledged. [`kafka::redrive`] sends them
+//!   back, each to the consumer group that failed it (the other groups skip it).
 //! - [`Requester`] does request/reply with correlation ids over a reply topic.
 //! - A message type declares which of its fields are secrets
 //!   ([`Message::SENSITIVE_FIELDS`]); [`redact`] removes them, and any field named like a

@@ -9,8 +9,24 @@
 //! Nothing here drops a message: a handler error, a timeout, a panic, or an undecodable record
 //! each end in a retry or a dead letter, and a dead letter that cannot be sent is retried until
 //! it is (or the router stops, leaving the message uncommitted for redelivery).
+//!
+//! Dead letters go out in batches. [`Processor::process_batched`] only builds a message's dead
+//! letter and queues it in a [`LetterBatch`]; the worker processes the messages it already has
+//! in hand, then [`Processor::flush`]es the batch (every letter handed to the transport at once,
+//! so librdkafka packs them into one produce request per partition, then every acknowledgement
+//! awaited) and only then commits. Sending and awaiting one letter at a time cost a produce round
+//! trip (an fsync on the broker) per letter: ~120 letters/s, so a flood of 20,000 bad records
+//! buried a good one behind it for minutes. A batch is also flushed before a handler's retry
+//! backoff, so letters never wait for another message's retries. [`Processor::process`] is the
+//! one-message form (a batch of one, flushed at once) for transports that settle each message
+//! on its own (AMQP).
+//!
+//! A message re-driven from a dead-letter topic names the group that is to handle it
+//! (`ferry-redrive-group`, see [`crate::dlq`]); where every group reads every message (Kafka), a
+//! router of another group skips it, so a re-drive reaches only the group that failed it.
 
 use std::collections::HashMap;
+use std::mem;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +42,7 @@ use crate::ops::metrics;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
 use crate::router::{ErasedHandler, Router};
-use crate::transport::IncomingMessage;
+use crate::transport::{IncomingMessage, OutgoingMessage};
 
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +51,8 @@ pub(crate) enum Outcome {
     Handled,
     /// No handler for its type: counted, commit.
     Skipped,
-    /// Parked in the dead-letter topic: commit.
+    /// Parked in the dead-letter topic (by [`Processor::process_batched`]: its letter queued in
+    /// the batch, to be flushed before the commit): commit.
     DeadLettered,
     /// The router is stopping and the message was not finished: do not commit, so it is
     /// delivered again.
@@ -49,29 +66,107 @@ impl Outcome {
     }
 }
 
+/// Dead letters built but not sent yet, each with the offset of the message it parks.
+#[derive(Debug, Default)]
+pub(crate) struct LetterBatch {
+    letters: Vec<Letter>,
+}
+
+#[derive(Debug)]
+struct Letter {
+    /// The offset of the message it parks.
+    offset: i64,
+    topic: String,
+    type_name: String,
+    reason: Reason,
+    letter: OutgoingMessage,
+}
+
+impl LetterBatch {
+    /// Whether no letter waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.letters.is_empty()
+    }
+
+    /// Letters waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.letters.len()
+    }
+
+    /// The lowest offset a waiting letter parks.
+    pub(crate) fn first_offset(&self) -> Option<i64> {
+        self.letters.iter().map(|l| l.offset).min()
+    }
+
+    fn push(&mut self, letter: Letter) {
+        self.letters.push(letter);
+    }
+
+    fn take(&mut self) -> Vec<Letter> {
+        mem::take(&mut self.letters)
+    }
+}
+
+/// A flush that could not send every letter before the router stopped; the letters not sent
+/// stay in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unsent {
+    /// The lowest offset whose letter was not sent: commit no further than this.
+    pub(crate) first_offset: i64,
+}
+
 /// The shared, immutable part of a running router.
 pub(crate) struct Processor {
     group: String,
     handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
     retry: RetryPolicy,
     publisher: Publisher,
+    /// Whether a re-driven message addressed to another group is skipped: true where every
+    /// group receives every message (Kafka), false where routers compete for a queue's
+    /// messages (AMQP), since skipping there would drop the message.
+    addressed_redrives: bool,
 }
 
 impl Processor {
-    pub(crate) fn new(router: &Router, publisher: Publisher) -> Processor {
+    /// `addressed_redrives`: the transport's `each_group_gets_every_message`.
+    pub(crate) fn new(
+        router: &Router,
+        publisher: Publisher,
+        addressed_redrives: bool,
+    ) -> Processor {
         Processor {
             group: router.group.clone(),
             handlers: router.handlers.clone(),
             retry: router.retry.clone(),
             publisher,
+            addressed_redrives,
         }
     }
 
-    /// Processes one message to its end. `stop` cuts retry backoff short; a handler attempt
-    /// already running is always finished.
+    /// Processes one message to its end, its dead letter (if any) sent and acknowledged before
+    /// this returns. `stop` cuts retry backoff short; a handler attempt already running is
+    /// always finished.
     pub(crate) async fn process(
         &self,
         message: &IncomingMessage,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let mut letters = LetterBatch::default();
+        let outcome = self.process_batched(message, &mut letters, stop).await;
+        if letters.is_empty() || self.flush(&mut letters, stop).await.is_ok() {
+            outcome
+        } else {
+            Outcome::Abandoned
+        }
+    }
+
+    /// Processes one message to its end, except that its dead letter (if any) is only queued in
+    /// `letters`: the caller must [`flush`](Self::flush) them before it commits this message.
+    /// Letters already queued are flushed before a retry backoff.
+    pub(crate) async fn process_batched(
+        &self,
+        message: &IncomingMessage,
+        letters: &mut LetterBatch,
         stop: &CancellationToken,
     ) -> Outcome {
         let span = tracing::info_span!(
@@ -86,7 +181,7 @@ impl Processor {
             span_id = field::Empty,
             parent_span_id = field::Empty,
         );
-        self.process_in_span(message, stop, &span)
+        self.process_in_span(message, letters, stop, &span)
             .instrument(span.clone())
             .await
     }
@@ -94,16 +189,35 @@ impl Processor {
     async fn process_in_span(
         &self,
         message: &IncomingMessage,
+        letters: &mut LetterBatch,
         stop: &CancellationToken,
         span: &tracing::Span,
     ) -> Outcome {
+        // Before anything else: a re-driven record for another group is not this group's
+        // business, even if it cannot be decoded (that group dead-letters it again if need be).
+        if self.addressed_redrives
+            && let Some(target) = message.headers.get_str(dlq::header::REDRIVE_GROUP)
+            && target != self.group
+        {
+            tracing::debug!(
+                redrive_group = target,
+                "re-driven for another group, skipped"
+            );
+            metrics::redrive_skipped(&message.topic);
+            return Outcome::Skipped;
+        }
         let envelope = match Envelope::read_from(&message.headers) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable envelope, dead-lettering");
-                return self
-                    .dead_letter(message, "", Reason::Undecodable, &e.to_string(), 0, stop)
-                    .await;
+                return self.dead_letter(
+                    message,
+                    "",
+                    Reason::Undecodable,
+                    &e.to_string(),
+                    0,
+                    letters,
+                );
             }
         };
         // This handling is a child span of the producer's, and what follow-ups carry.
@@ -142,25 +256,32 @@ impl Processor {
                 }
                 Attempt::Undecodable(e) => {
                     tracing::warn!(error = %e, "undecodable payload, dead-lettering");
-                    return self
-                        .dead_letter(message, &type_name, Reason::Undecodable, &e, 0, stop)
-                        .await;
+                    return self.dead_letter(
+                        message,
+                        &type_name,
+                        Reason::Undecodable,
+                        &e,
+                        0,
+                        letters,
+                    );
                 }
                 Attempt::Failed(e) => e,
             };
             metrics::failed(&message.topic, &type_name, started.elapsed());
             if error.is_permanent() || !self.retry.retries_after(attempt) {
                 tracing::warn!(attempt, error = %error, permanent = error.is_permanent(), "handler failed, dead-lettering");
-                return self
-                    .dead_letter(
-                        message,
-                        &type_name,
-                        Reason::HandlerFailed,
-                        &error.to_string(),
-                        attempt,
-                        stop,
-                    )
-                    .await;
+                return self.dead_letter(
+                    message,
+                    &type_name,
+                    Reason::HandlerFailed,
+                    &error.to_string(),
+                    attempt,
+                    letters,
+                );
+            }
+            // Earlier messages' letters do not wait out this one's backoff.
+            if !letters.is_empty() && self.flush(letters, stop).await.is_err() {
+                return Outcome::Abandoned;
             }
             let delay = self.retry.delay(attempt, &mut rand::rng());
             tracing::info!(attempt, error = %error, retry_in = ?delay, "handler failed, will retry");
@@ -214,35 +335,95 @@ impl Processor {
         }
     }
 
-    /// Sends the dead letter, retrying the send until it succeeds or the router stops.
-    async fn dead_letter(
+    /// Builds the dead letter and queues it in `letters`.
+    fn dead_letter(
         &self,
         message: &IncomingMessage,
         type_name: &str,
         reason: Reason,
         error: &str,
         attempts: u32,
-        stop: &CancellationToken,
+        letters: &mut LetterBatch,
     ) -> Outcome {
-        let mut dead_letter = dlq::dead_letter(message, reason, error, attempts, &self.group);
+        letters.push(Letter {
+            offset: message.offset,
+            topic: message.topic.clone(),
+            type_name: type_name.to_owned(),
+            reason,
+            letter: dlq::dead_letter(message, reason, error, attempts, &self.group),
+        });
+        Outcome::DeadLettered
+    }
+
+    /// Sends every letter in `letters` at once and waits for all acknowledgements; letters whose
+    /// send failed are sent again after a backoff until they are acknowledged. Once `stop` is
+    /// cancelled one more attempt is made (a graceful stop normally finds the broker there);
+    /// whatever is still unsent then stays in `letters` and the lowest offset it parks comes
+    /// back in [`Unsent`].
+    pub(crate) async fn flush(
+        &self,
+        letters: &mut LetterBatch,
+        stop: &CancellationToken,
+    ) -> Result<(), Unsent> {
         let mut send_attempt = 1;
         loop {
-            match self.publisher.send_raw(dead_letter).await {
-                Ok(_) => {
-                    metrics::dead_lettered(&message.topic, type_name, reason.as_str());
-                    tracing::warn!(reason = reason.as_str(), attempts, dlq = %dlq::topic_for(&message.topic), "dead-lettered");
-                    return Outcome::DeadLettered;
-                }
-                Err(e) => {
-                    let delay = self.retry.delay(send_attempt, &mut rand::rng());
-                    tracing::error!(error = %e.error, retry_in = ?delay, "cannot send dead letter; retrying");
-                    dead_letter = e.message;
-                    send_attempt += 1;
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.cancelled() => return Outcome::Abandoned,
+            let batch = letters.take();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            // Every send is handed to the transport before any is awaited: `join_all` polls
+            // each once, in order, which enqueues it (so a key's letters keep their order).
+            let sends = batch.into_iter().map(|letter| async move {
+                let Letter {
+                    offset,
+                    topic,
+                    type_name,
+                    reason,
+                    letter,
+                } = letter;
+                let sent = self.publisher.send_raw(letter).await;
+                (offset, topic, type_name, reason, sent)
+            });
+            let mut sent = 0usize;
+            let mut last_error = None;
+            for (offset, topic, type_name, reason, result) in futures::future::join_all(sends).await
+            {
+                match result {
+                    Ok(_) => {
+                        metrics::dead_lettered(&topic, &type_name, reason.as_str());
+                        sent += 1;
+                    }
+                    Err(e) => {
+                        last_error = Some(e.error);
+                        letters.push(Letter {
+                            offset,
+                            topic,
+                            type_name,
+                            reason,
+                            letter: e.message,
+                        });
                     }
                 }
+            }
+            if sent > 0 {
+                tracing::info!(letters = sent, group = %self.group, "dead letters acknowledged");
+            }
+            let Some(error) = last_error else {
+                return Ok(());
+            };
+            let unsent = Unsent {
+                first_offset: letters.first_offset().unwrap_or(0),
+            };
+            if stop.is_cancelled() {
+                tracing::error!(error = %error, unsent = letters.len(), "cannot send dead letters and stopping; their messages stay uncommitted");
+                return Err(unsent);
+            }
+            let delay = self.retry.delay(send_attempt, &mut rand::rng());
+            tracing::error!(error = %error, unsent = letters.len(), retry_in = ?delay, "cannot send dead letters; retrying");
+            send_attempt += 1;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => {}
             }
         }
     }

@@ -256,6 +256,7 @@ conformance!(
     redelivered_message_changes_the_database_once,
     router_and_publisher_recover_after_a_broker_restart,
     two_groups_each_get_every_message_or_share_them,
+    redriven_message_reaches_its_group_and_is_never_dropped,
 );
 
 async fn published_message_keeps_payload_key_and_envelope(h: Harness) -> anyhow::Result<()> {
@@ -588,6 +589,73 @@ async fn two_groups_each_get_every_message_or_share_them(h: Harness) -> anyhow::
             .collect();
         all.sort_unstable();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+    Ok(())
+}
+
+/// A re-driven dead letter names the group that failed it. Kafka: only that group handles it,
+/// the other skips it (issue 13: a re-drive made every group fail or apply it again). AMQP: the
+/// routers of a queue compete for its messages, so whichever takes it handles it; skipping it
+/// there would drop it.
+async fn redriven_message_reaches_its_group_and_is_never_dropped(h: Harness) -> anyhow::Result<()> {
+    let topic = h.topic("redriven");
+    let publisher = h.publisher();
+    let (group_a, group_b) = (unique("group-a"), unique("group-b"));
+    let mut headers = Headers::new();
+    Envelope::new::<Numbered>().write_to(&mut headers);
+    let original = IncomingMessage {
+        topic: topic.clone(),
+        partition: 0,
+        offset: 0,
+        key: Some(b"e".to_vec()),
+        headers,
+        payload: ferry_toolkit::encode(&numbered("e", 0))?,
+    };
+    let letter = dlq::dead_letter(&original, dlq::Reason::HandlerFailed, "boom", 1, &group_a);
+    let parked = IncomingMessage {
+        topic: letter.topic,
+        partition: 0,
+        offset: 0,
+        key: letter.key,
+        headers: letter.headers,
+        payload: letter.payload,
+    };
+    let back = dlq::restore(&parked).expect("restorable");
+    assert_eq!(
+        back.headers.get_str(dlq::header::REDRIVE_GROUP),
+        Some(group_a.as_str())
+    );
+    publisher
+        .send_raw(back)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    publisher.publish(&topic, numbered("e", 1)).await?;
+
+    let (a, b) = (Seen::default(), Seen::default());
+    let first = h.start(recording_router(&group_a, &topic, &a), publisher.clone());
+    let second = h.start(recording_router(&group_b, &topic, &b), publisher);
+    let expected = if h.features.each_group_gets_every_message {
+        3
+    } else {
+        2
+    };
+    let (ca, cb) = (a.clone(), b.clone());
+    assert!(wait_until(WAIT, move || ca.len() + cb.len() >= expected).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seqs = |seen: &Seen| seen.messages().iter().map(|m| m.seq).collect::<Vec<_>>();
+    if h.features.each_group_gets_every_message {
+        assert_eq!(
+            seqs(&a),
+            [0, 1],
+            "the addressed group handles the re-driven message"
+        );
+        assert_eq!(seqs(&b), [1], "the other group skips it");
+    } else {
+        let mut all = [seqs(&a), seqs(&b)].concat();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1], "handled once, by whichever router took it");
     }
     first.shutdown().await;
     second.shutdown().await;

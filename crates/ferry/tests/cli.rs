@@ -183,3 +183,53 @@ fn tools_fail_with_one_clear_line() {
         "{error}"
     );
 }
+
+/// `ferry dlq`: the pending count falls after a re-drive, and a re-drive of a topic that does not
+/// exist fails with one line and creates nothing, even on a broker that auto-creates topics.
+#[test]
+fn dlq_list_and_redrive_never_create_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), &[]);
+    let b = broker.addr.as_str();
+
+    assert_eq!(
+        fails(b, &["dlq", "redrive", "nowhere.dlq"]),
+        "error: no topic nowhere.dlq (nothing was re-driven or created)"
+    );
+    let error = fails(b, &["dlq", "redrive", "plain"]);
+    assert!(error.contains("not a dead-letter topic"), "{error}");
+    let topics = ok(b, &["topics", "list"], "");
+    assert!(!topics.contains("nowhere"), "{topics}");
+
+    // Two letters without dead-letter headers: they go back to the topic named by their own.
+    ok(b, &["topics", "create", "lessons"], "");
+    ok(b, &["produce", "lessons.dlq"], "one\ntwo\n");
+    let pending = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .find(|l| l.starts_with("lessons.dlq"))
+            .map(|l| l.split_whitespace().skip(1).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        pending(&ok(b, &["dlq", "list"], "")),
+        ["2", "2"],
+        "pending, held"
+    );
+    let out = ok(b, &["dlq", "redrive", "lessons.dlq"], "");
+    assert!(out.starts_with("re-drove 2 dead letter(s)"), "{out}");
+    assert_eq!(pending(&ok(b, &["dlq", "list"], "")), ["0", "2"]);
+    let back = ok(
+        b,
+        &[
+            "consume",
+            "lessons",
+            "--from-beginning",
+            "--count",
+            "2",
+            "--exit",
+        ],
+        "",
+    );
+    assert_eq!(back.lines().collect::<Vec<_>>(), ["one", "two"]);
+}

@@ -1,12 +1,11 @@
 //! The cluster and the services as the page shows them: topics with their partitions' offsets,
-//! consumer groups with their lag, the dead-letter topics (and their re-drive), and every
-//! service's health and readiness.
+//! consumer groups with their lag, the dead-letter topics with their letters still pending (and
+//! their re-drive), and every service's health and readiness.
 
 use std::time::Duration;
 
 use axum::extract::{Path, State};
 use ferry_service::{ApiError, ApiJson, ErrorCode};
-use ferry_toolkit::dlq;
 use ferry_toolkit::kafka::{self, GroupInfo, GroupOffset, TopicInfo};
 use serde::Serialize;
 
@@ -73,27 +72,31 @@ pub(crate) struct DeadLetters {
     topic: String,
     /// Where its letters came from.
     original_topic: String,
-    /// Letters it holds.
+    /// Letters not re-driven yet (what the page shows).
+    pending: i64,
+    /// Letters it holds, re-driven ones included.
     messages: i64,
 }
 
-/// The dead-letter topics and how many letters each holds.
+/// The dead-letter topics with their letters still pending (not re-driven yet) and held.
 #[utoipa::path(get, path = "/api/ferry/dlq",
     responses((status = 200, description = "dead-letter topics"), (status = 503, description = "broker down")))]
 pub(crate) async fn dead_letters(
     State(state): State<AppState>,
 ) -> Result<ApiJson<Vec<DeadLetters>>, ApiError> {
-    let topics = state.admin.topics().await.map_err(unavailable)?;
+    let topics = state
+        .admin
+        .dead_letter_topics()
+        .await
+        .map_err(unavailable)?;
     Ok(ApiJson(
         topics
-            .iter()
-            .filter_map(|t| {
-                let original = t.name.strip_suffix(dlq::SUFFIX)?;
-                Some(DeadLetters {
-                    topic: t.name.clone(),
-                    original_topic: original.to_owned(),
-                    messages: t.messages(),
-                })
+            .into_iter()
+            .map(|t| DeadLetters {
+                topic: t.topic,
+                original_topic: t.original_topic,
+                pending: t.pending,
+                messages: t.held,
             })
             .collect(),
     ))
@@ -108,27 +111,35 @@ pub(crate) struct Redriven {
     skipped: u64,
 }
 
-/// Sends a dead-letter topic's letters back to their original topic, keeping their message
-/// ids (idempotent consumers apply each once). Running it again sends only newer letters.
+/// Sends a dead-letter topic's pending letters back to their original topic, each addressed to
+/// the consumer group that dead-lettered it (the other groups skip it), keeping their message
+/// ids. Running it again sends only newer letters. Never creates a topic.
 #[utoipa::path(post, path = "/api/ferry/dlq/{topic}/redrive",
     params(("topic" = String, Path, description = "a dead-letter topic, e.g. test.dlq")),
-    responses((status = 200, description = "re-driven"), (status = 400, description = "not a dead-letter topic")))]
+    responses((status = 200, description = "re-driven"),
+        (status = 400, description = "not a dead-letter topic's name"),
+        (status = 404, description = "no such topic"),
+        (status = 409, description = "a letter's original topic does not exist; the letters before it were re-driven"),
+        (status = 503, description = "broker down")))]
 pub(crate) async fn redrive(
     State(state): State<AppState>,
     Path(topic): Path<String>,
 ) -> Result<ApiJson<Redriven>, ApiError> {
-    if !topic.ends_with(dlq::SUFFIX) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!(
-                "{topic} is not a dead-letter topic (they end in {})",
-                dlq::SUFFIX
-            ),
-        ));
-    }
     let report = kafka::redrive(&state.kafka, &topic, &state.publisher)
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| match e {
+            ferry_toolkit::Error::InvalidTopic { .. } => {
+                ApiError::new(ErrorCode::InvalidParameter, e.to_string())
+            }
+            ferry_toolkit::Error::UnknownTopic(missing) if missing == topic => {
+                ApiError::not_found(format!("topic {missing}"))
+            }
+            ferry_toolkit::Error::UnknownTopic(missing) => ApiError::conflict(format!(
+                "the original topic {missing} of a letter in {topic} does not exist; \
+                 the letters before it were re-driven, it and the ones after it are pending"
+            )),
+            other => unavailable(other),
+        })?;
     Ok(ApiJson(Redriven {
         redriven: report.redriven,
         skipped: report.skipped,

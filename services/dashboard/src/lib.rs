@@ -8,7 +8,7 @@
 //! - the live event view: every message on every topic (type, key, correlation id, time),
 //!   filterable, pushed by server-sent events, never by reloading;
 //! - topics with their partitions' offsets, consumer groups with their lag, the dead-letter
-//!   topics with a button that re-drives them;
+//!   topics with their letters still pending and a button that re-drives them;
 //! - the health and readiness of every service;
 //! - the trace view: every event that shares one correlation id, in order, across services.
 //!

@@ -292,6 +292,8 @@ async fn topics_groups_and_dead_letters_are_shown_and_dead_letters_re_driven() {
         .await;
     assert_eq!(events[0]["dlqError"], "boom");
 
+    // A re-drive never creates the original topic; here it exists.
+    ferry_testkit::create_topic(&bootstrap, "lessons", 1).await;
     let (status, report) = d
         .http
         .post("/api/ferry/dlq/lessons.dlq/redrive", json!({}))

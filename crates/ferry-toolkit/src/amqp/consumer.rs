@@ -91,7 +91,11 @@ pub fn start_router(
     let shared = Arc::new(Shared {
         group: router.group.clone(),
         topics: router.topics.clone(),
-        processor: Processor::new(&router, publisher),
+        processor: Processor::new(
+            &router,
+            publisher,
+            super::FEATURES.each_group_gets_every_message,
+        ),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
         broker: router

@@ -12,6 +12,8 @@
 //! | published durably | persistent delivery (mode 2) and a publisher confirm, with `mandatory` so a message no queue takes is an error, not a silent drop |
 //! | commit after success | a manual `basic.ack` after the message was handled, skipped or dead-lettered |
 //! | partition | the queue: one worker per queue handles its messages one at a time, in order |
+//! | dead letters | sent and confirmed one message at a time, before its ack (batching is Kafka's, see `crate::process`) |
+//! | re-drive address (`ferry-redrive-group`) | not applied: a queue's routers compete for its messages, so a router that skipped a message addressed to another group would drop it |
 //!
 //! What differs from Kafka (see [`FEATURES`]): a queue is shared by every router that
 //! subscribes to it (competing consumers), where Kafka gives each consumer group its own copy;

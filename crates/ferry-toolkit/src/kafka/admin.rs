@@ -1,6 +1,6 @@
 //! A read-only view of a Kafka cluster for tools and the dashboard: topics with their
-//! partitions' offsets, consumer groups with their members and assignments, and each group's
-//! committed offsets with lag.
+//! partitions' offsets, consumer groups with their members and assignments, each group's
+//! committed offsets with lag, and the dead-letter topics with their letters still pending.
 //!
 //! librdkafka's calls block, so every method runs on tokio's blocking pool.
 
@@ -16,6 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::{KafkaConfig, LogContext};
+use crate::dlq;
 use crate::error::{Error, Result};
 
 /// How long one admin round trip may take.
@@ -94,6 +95,21 @@ pub struct GroupOffset {
     pub lag: i64,
 }
 
+/// A dead-letter topic and how many of its letters wait for a re-drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterTopic {
+    /// `<topic>.dlq`.
+    pub topic: String,
+    /// The topic its letters came from.
+    pub original_topic: String,
+    /// Letters it holds, re-driven or not (end − start over its partitions).
+    pub held: i64,
+    /// Letters not re-driven yet: over its partitions, the end minus the re-drive's committed
+    /// offset (see [`super::redrive_group`]), or minus the start where it has none.
+    pub pending: i64,
+}
+
 /// A read-only admin client; see the module docs.
 #[derive(Clone)]
 pub struct Admin {
@@ -132,6 +148,58 @@ impl Admin {
     pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
         let client = self.client.clone();
         blocking(move || topics(&client)).await
+    }
+
+    /// Every dead-letter topic (a topic named `<topic>.dlq`), sorted by name, with its letters
+    /// held and still pending. Pending is counted from the committed offsets of the re-drive's
+    /// consumer group, which the broker keeps durably: a run of [`super::redrive`] moves them
+    /// once its letters are acknowledged by their topic, so the count falls after a re-drive and
+    /// stays right after restarts; a letter that fails again comes back as a new pending one.
+    pub async fn dead_letter_topics(&self) -> Result<Vec<DeadLetterTopic>> {
+        let topics: Vec<TopicInfo> = self
+            .topics()
+            .await?
+            .into_iter()
+            .filter(|t| dlq::original_topic(&t.name).is_ok())
+            .collect();
+        let clients = topics
+            .iter()
+            .map(|t| self.group_client(&super::redrive_group(&t.name)))
+            .collect::<Result<Vec<_>>>()?;
+        blocking(move || {
+            let mut out = Vec::with_capacity(topics.len());
+            for (topic, client) in topics.into_iter().zip(clients) {
+                let mut wanted = TopicPartitionList::new();
+                for p in &topic.partitions {
+                    wanted.add_partition(&topic.name, p.id);
+                }
+                let committed = client.committed_offsets(wanted, TIMEOUT)?;
+                let pending = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let from = match committed
+                            .find_partition(&topic.name, p.id)
+                            .map(|e| e.offset())
+                        {
+                            Some(Offset::Offset(at)) => at.clamp(p.start, p.end),
+                            _ => p.start,
+                        };
+                        p.end - from
+                    })
+                    .sum();
+                out.push(DeadLetterTopic {
+                    original_topic: dlq::original_topic(&topic.name)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    held: topic.messages(),
+                    pending,
+                    topic: topic.name,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Every consumer group with its members, sorted by name.

@@ -12,7 +12,7 @@
 //!   no message of that partition ever reaches the main queue.
 //!
 //! Offsets: `enable.auto.commit=false`; a worker commits a message's offset only after the
-//! message was handled, skipped or dead-lettered. On revoke and on shutdown the last offsets
+//! message was handled, skipped or dead-lettered (its dead letter acknowledged). On revoke and on shutdown the last offsets
 //! are committed synchronously before the partitions are let go.
 //!
 //! Graceful shutdown ([`RouterHandle::shutdown`]): workers stop taking messages, finish the one
@@ -84,7 +84,11 @@ pub fn start_router(
     let shared = Arc::new(Shared {
         group: router.group.clone(),
         topics: router.topics.clone(),
-        processor: Processor::new(&router, publisher),
+        processor: Processor::new(
+            &router,
+            publisher,
+            super::FEATURES.each_group_gets_every_message,
+        ),
         runtime: Handle::current(),
         stop: CancellationToken::new(),
         aborting: AtomicBool::new(false),

@@ -4,10 +4,11 @@
 //! - [`start_router`]: runs a [`crate::Router`] as a consumer-group member (see `consumer.rs`
 //!   for the threads).
 //! - [`start_requester`]: the reply side of request/reply.
-//! - [`redrive`]: sends dead letters back to their topics.
+//! - [`redrive`]: sends dead letters back to their topics, each to the group that failed it.
 //! - [`wait_for_broker`]: start-up backoff, one log line per attempt.
 //! - [`start_tap`]: an observer of every matching topic (the dashboard's live view).
-//! - [`Admin`]: topics, offsets, groups and lag, for tools and the dashboard.
+//! - [`Admin`]: topics, offsets, groups and lag, and dead letters still pending, for tools and
+//!   the dashboard.
 //!
 //! It talks to any Kafka-protocol broker over TCP: Ferry's own, Apache Kafka or Redpanda.
 
@@ -30,9 +31,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
-pub use admin::{Admin, GroupInfo, GroupOffset, MemberInfo, PartitionInfo, TopicInfo, assignment};
+pub use admin::{
+    Admin, DeadLetterTopic, GroupInfo, GroupOffset, MemberInfo, PartitionInfo, TopicInfo,
+    assignment,
+};
 pub use consumer::{RouterHandle, start_router};
-pub use redrive::{RedriveReport, redrive};
+pub use redrive::{RedriveReport, redrive, redrive_group};
 pub use reply::start_requester;
 pub use sender::KafkaSender;
 pub use tap::{TapHandle, start_tap};

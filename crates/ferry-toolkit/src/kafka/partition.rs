@@ -6,6 +6,12 @@
 //! backoff holds back only its partition; librdkafka keeps fetching for the others. The worker
 //! learns that its queue has messages from librdkafka's non-empty callback (a [`Notify`]), so
 //! it never blocks a runtime thread in librdkafka.
+//!
+//! Batches: the worker takes every message already queued (up to [`MAX_BATCH`] messages and
+//! [`MAX_BATCH_BYTES`] of payload) and processes them in order. Dead letters are queued, not
+//! sent one by one (see `crate::process`): at the end of the batch they go out together, and
+//! the batch is committed once every letter is acknowledged. While no letter waits, each
+//! handled message is committed at once, as it would be without batches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +25,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::consumer::{RouterContext, Shared};
 use crate::envelope::Headers;
+use crate::process::LetterBatch;
 use crate::transport::IncomingMessage;
+
+/// The most messages taken in one batch. A flood of 20,000 undecodable records is 20 batches:
+/// 20 produce round trips instead of 20,000.
+pub(crate) const MAX_BATCH: usize = 1000;
+/// The most payload bytes taken in one batch (each dead letter holds a copy of its payload
+/// until it is acknowledged). A single larger message is still taken, alone.
+pub(crate) const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Runs until `stop` is cancelled (after finishing the message in hand) or the processing of
 /// a message is abandoned. Returns the next offset it committed, if any, for the final
@@ -44,34 +58,92 @@ pub(super) async fn run(
     let key = (topic.clone(), partition);
     let already_done = shared.done_offset(&key);
     let mut committed = None;
+    let mut letters = LetterBatch::default();
     tracing::debug!(%topic, partition, ?already_done, "partition worker started");
+    let commit_to = |next: i64, committed: &mut Option<i64>| {
+        if committed.is_none_or(|c| next > c) {
+            commit(&consumer, &topic, partition, next);
+            *committed = Some(next);
+            shared.set_done_offset(key.clone(), next);
+        }
+    };
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = stop.cancelled() => break,
             message = next(&queue, &ready) => message,
         };
-        if let Some(done) = already_done
-            && message.offset < done
-        {
-            tracing::debug!(%topic, partition, offset = message.offset, "already handled by this process, skipped");
-            if committed.is_none() {
-                commit(&consumer, &topic, partition, done);
-                committed = Some(done);
+        let batch = drain(&queue, first);
+        // The next offset to commit once the letters in `letters` are acknowledged.
+        let mut done_to = None;
+        let mut abandoned = false;
+        for message in batch {
+            if stop.is_cancelled() {
+                // Finish with what is processed; the rest is delivered again.
+                break;
             }
-            continue;
+            if let Some(done) = already_done
+                && message.offset < done
+            {
+                tracing::debug!(%topic, partition, offset = message.offset, "already handled by this process, skipped");
+                done_to = Some(done);
+                if letters.is_empty() {
+                    commit_to(done, &mut committed);
+                }
+                continue;
+            }
+            let outcome = shared
+                .processor
+                .process_batched(&message, &mut letters, &stop)
+                .await;
+            if !outcome.commits() {
+                abandoned = true;
+                break;
+            }
+            done_to = Some(message.offset + 1);
+            if letters.is_empty() {
+                commit_to(message.offset + 1, &mut committed);
+            }
         }
-        let outcome = shared.processor.process(&message, &stop).await;
-        if !outcome.commits() {
+        if !letters.is_empty() {
+            // A message abandoned during a flush (the router stopping) already had its one
+            // attempt at sending; otherwise send the batch's letters now.
+            if !abandoned && shared.processor.flush(&mut letters, &stop).await.is_err() {
+                abandoned = true;
+            }
+            // Commit below the first letter not acknowledged, if any.
+            if let Some(unsent) = letters.first_offset() {
+                done_to = done_to.map(|d| d.min(unsent));
+            }
+        }
+        if let Some(next) = done_to {
+            commit_to(next, &mut committed);
+        }
+        if abandoned || stop.is_cancelled() {
             break;
         }
-        let next_offset = message.offset + 1;
-        commit(&consumer, &topic, partition, next_offset);
-        committed = Some(next_offset);
-        shared.set_done_offset(key.clone(), next_offset);
     }
     tracing::debug!(%topic, partition, ?committed, "partition worker stopped");
     committed
+}
+
+/// `first` and every message already in the queue after it, within the batch limits.
+fn drain(queue: &PartitionQueue<RouterContext>, first: IncomingMessage) -> Vec<IncomingMessage> {
+    let mut bytes = first.payload.len();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        // A zero timeout: only what is already queued.
+        match queue.poll(Duration::ZERO) {
+            Some(Ok(message)) => {
+                let message = incoming(&message);
+                bytes += message.payload.len();
+                batch.push(message);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "partition queue error"),
+            None => break,
+        }
+    }
+    batch
 }
 
 /// The next message of the queue, waiting for librdkafka's wake-up when it is empty.

@@ -12,6 +12,7 @@
 //! | `ferry_messages_retried_total` | topic, type | retries scheduled |
 //! | `ferry_messages_dead_lettered_total` | topic, type, reason | messages parked in `<topic>.dlq` |
 //! | `ferry_messages_unknown_type_total` | topic, type | messages of an unregistered type, skipped |
+//! | `ferry_messages_redrive_skipped_total` | topic | re-driven messages addressed to another group, skipped |
 //! | `ferry_handler_duration_seconds` | topic, type | histogram of handler attempt durations |
 //! | `ferry_consumer_lag` | topic, partition | messages behind the partition's end (high watermark − next offset) |
 //! | `ferry_messages_published_total` | topic, type | messages published with the typed publisher |
@@ -37,6 +38,8 @@ pub const RETRIED: &str = "ferry_messages_retried_total";
 pub const DEAD_LETTERED: &str = "ferry_messages_dead_lettered_total";
 /// Skipped messages of unknown types.
 pub const UNKNOWN_TYPE: &str = "ferry_messages_unknown_type_total";
+/// Skipped re-driven messages addressed to another group.
+pub const REDRIVE_SKIPPED: &str = "ferry_messages_redrive_skipped_total";
 /// Handler attempt durations.
 pub const HANDLER_DURATION: &str = "ferry_handler_duration_seconds";
 /// Consumer lag per partition.
@@ -121,6 +124,10 @@ pub(crate) fn dead_lettered(topic: &str, type_name: &str, reason: &str) {
 pub(crate) fn unknown_type(topic: &str, type_name: &str) {
     counter!(UNKNOWN_TYPE, "topic" => topic.to_owned(), "type" => type_name.to_owned())
         .increment(1);
+}
+
+pub(crate) fn redrive_skipped(topic: &str) {
+    counter!(REDRIVE_SKIPPED, "topic" => topic.to_owned()).increment(1);
 }
 
 pub(crate) fn lag(topic: &str, partition: i32, lag: i64) {

@@ -1,4 +1,4 @@
-//! `ferry bench produce|consume|disk|group|up|dashboard|read-side|signup`: throughput and latency of a broker, measured with librdkafka (the client
+//! `ferry bench produce|consume|disk|group|up|dashboard|read-side|signup|dlq`: throughput and latency of a broker, measured with librdkafka (the client
 //! most Ferry services use), next to this machine's fsynced disk bandwidth from the same run.
 //!
 //! Without `--brokers` the bench starts a broker in this process, on 127.0.0.1:0 with a temporary data
@@ -8,6 +8,7 @@
 
 mod consume;
 mod disk;
+mod dlq;
 mod group;
 mod live;
 mod produce;
@@ -44,6 +45,8 @@ pub enum BenchCommand {
     ReadSide(read_side::ReadSideBenchArgs),
     /// Send 1,000 sign-ups at once to `ferry up` and read its peak memory.
     Signup(signup::SignupBenchArgs),
+    /// Dead letters per second in a poison flood, and the delay of a good message behind it.
+    Dlq(dlq::DlqBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +168,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Dashboard(args) => live::bench(args).await,
         BenchCommand::ReadSide(args) => read_side::bench(args).await,
         BenchCommand::Signup(args) => signup::bench(args).await,
+        BenchCommand::Dlq(args) => dlq::bench(args).await,
         BenchCommand::Disk(args) => {
             let report =
                 blocking(move || disk::measure(&args.dir, args.mb, args.runs as usize)).await?;

@@ -324,7 +324,7 @@ async function refreshCluster() {
       el('td', { class: g.lag > 0 ? 'lagging' : '' }, g.lag))));
     const letters = await call('GET', '/api/ferry/dlq');
     $('#dlq tbody').replaceChildren(...letters.map((d) => el('tr', {},
-      el('td', {}, d.topic), el('td', {}, d.messages),
+      el('td', {}, d.topic), el('td', { class: d.pending > 0 ? 'lagging' : '', title: `${d.messages} held in all` }, d.pending),
       el('td', {}, el('button', { type: 'button', onclick: (e) => redrive(d.topic, e.target) }, `Re-drive to ${d.originalTopic}`)))));
   } catch { /* the broker may be starting; the next refresh tries again */ }
 }
@@ -337,7 +337,8 @@ async function redrive(topic, button) {
   } catch (error) {
     button.textContent = error.message;
   }
-  setTimeout(() => { button.disabled = false; }, 2000);
+  // The pending count falls once the letters are back on their topic.
+  setTimeout(() => { button.disabled = false; refreshCluster(); }, 2000);
 }
 
 async function refreshParked() {
