@@ -39,6 +39,7 @@ impl PartitionLog {
             let mut view = self.view.write();
             let deleted: Vec<_> = view.segments.drain(..count).collect();
             view.log_start = view.segments[0].base_offset();
+            self.txns.write().truncate_before(view.log_start);
             deleted
         };
         for segment in &deleted {
