@@ -29,6 +29,9 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// Longest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`); InitProducerId with more is INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +46,7 @@ impl Default for BrokerConfig {
             max_request_bytes: 100 * 1024 * 1024,
             log: LogConfig::default(),
             retention_check_interval: Duration::from_secs(60),
+            transaction_max_timeout: Duration::from_secs(15 * 60),
         }
     }
 }
