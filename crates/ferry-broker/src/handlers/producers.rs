@@ -7,18 +7,17 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Reply;
-use super::txn::txn_error;
+use super::txn::{detached, txn_error};
 use crate::state::Shared;
 use crate::txn::TxnCoordinator;
 
 pub fn init_producer_id(shared: &Arc<Shared>, req: InitProducerIdRequest, version: i16) -> Reply {
     let shared = shared.clone();
-    Box::pin(async move {
-        let resp = InitProducerIdResponse::default();
-        if let Some(transactional_id) = &req.transactional_id {
-            // KIP-360: a client re-initialising names the id and epoch it had.
-            let expected = (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
-                .then_some((req.producer_id.0, req.producer_epoch));
+    if let Some(transactional_id) = req.transactional_id {
+        // KIP-360: a client re-initialising names the id and epoch it had.
+        let expected = (req.producer_id.0 >= 0 && req.producer_epoch >= 0)
+            .then_some((req.producer_id.0, req.producer_epoch));
+        return detached(async move {
             let result = TxnCoordinator::init_producer_id(
                 &shared,
                 transactional_id.0.as_str(),
@@ -26,7 +25,8 @@ pub fn init_producer_id(shared: &Arc<Shared>, req: InitProducerIdRequest, versio
                 expected,
             )
             .await;
-            return Some(match result {
+            let resp = InitProducerIdResponse::default();
+            match result {
                 Ok((id, epoch)) => resp
                     .with_producer_id(ProducerId(id))
                     .with_producer_epoch(epoch)
@@ -36,8 +36,11 @@ pub fn init_producer_id(shared: &Arc<Shared>, req: InitProducerIdRequest, versio
                     .with_producer_epoch(-1)
                     .with_error_code(txn_error(e, version >= 4).code())
                     .into(),
-            });
-        }
+            }
+        });
+    }
+    Box::pin(async move {
+        let resp = InitProducerIdResponse::default();
         // KIP-360: a producer that already has an id asks for its epoch to be bumped.
         if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
             return Some(

@@ -2,6 +2,7 @@
 //! TxnOffsetCommit (InitProducerId is in `producers.rs`). The rules live in `crate::txn`; this
 //! module translates wire types and error codes.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -13,8 +14,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
+    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, ResponseKind,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 
 use super::Reply;
@@ -42,6 +43,22 @@ pub fn txn_error(e: TxnError, fenced_is_new: bool) -> ResponseError {
     }
 }
 
+/// Runs a coordinator request to its end even if the client goes away: dropping a half-done
+/// transition would leave the transactional id pending (or a decided transaction without its
+/// markers) until a restart.
+pub fn detached(work: impl Future<Output = ResponseKind> + Send + 'static) -> Reply {
+    let task = tokio::spawn(work);
+    Box::pin(async move {
+        match task.await {
+            Ok(body) => Some(body),
+            Err(e) => {
+                tracing::error!(error = %e, "transaction request task failed");
+                None
+            }
+        }
+    })
+}
+
 fn code(r: Result<(), TxnError>, version: i16) -> i16 {
     r.err().map_or(0, |e| txn_error(e, version >= 2).code())
 }
@@ -50,7 +67,7 @@ fn code(r: Result<(), TxnError>, version: i16) -> i16 {
 /// topics fail with UNKNOWN_TOPIC_OR_PARTITION and the rest with OPERATION_NOT_ATTEMPTED, as in Kafka.
 pub fn add_partitions(shared: &Arc<Shared>, req: AddPartitionsToTxnRequest, version: i16) -> Reply {
     let shared = shared.clone();
-    Box::pin(async move {
+    detached(async move {
         let topics = req.v3_and_below_topics;
         let exists = |name: &str, p: i32| {
             shared
@@ -106,18 +123,16 @@ pub fn add_partitions(shared: &Arc<Shared>, req: AddPartitionsToTxnRequest, vers
                     .with_results_by_partition(by_partition)
             })
             .collect();
-        Some(
-            AddPartitionsToTxnResponse::default()
-                .with_results_by_topic_v3_and_below(results)
-                .into(),
-        )
+        AddPartitionsToTxnResponse::default()
+            .with_results_by_topic_v3_and_below(results)
+            .into()
     })
 }
 
 /// AddOffsetsToTxn: the transaction will commit offsets of this group.
 pub fn add_offsets(shared: &Arc<Shared>, req: AddOffsetsToTxnRequest, version: i16) -> Reply {
     let shared = shared.clone();
-    Box::pin(async move {
+    detached(async move {
         let group = req.group_id.0.to_string();
         let result = if group.is_empty() {
             Err(TxnError::InvalidRequest)
@@ -133,18 +148,16 @@ pub fn add_offsets(shared: &Arc<Shared>, req: AddOffsetsToTxnRequest, version: i
                 )
                 .await
         };
-        Some(
-            AddOffsetsToTxnResponse::default()
-                .with_error_code(code(result, version))
-                .into(),
-        )
+        AddOffsetsToTxnResponse::default()
+            .with_error_code(code(result, version))
+            .into()
     })
 }
 
 /// EndTxn: commit or abort; answered once the markers are written (see `crate::txn`).
 pub fn end(shared: &Arc<Shared>, req: EndTxnRequest, version: i16) -> Reply {
     let shared = shared.clone();
-    Box::pin(async move {
+    detached(async move {
         let result = TxnCoordinator::end(
             &shared,
             req.transactional_id.0.as_str(),
@@ -156,11 +169,9 @@ pub fn end(shared: &Arc<Shared>, req: EndTxnRequest, version: i16) -> Reply {
         if let Err(e) = result {
             tracing::debug!(transactional_id = %req.transactional_id.0, commit = req.committed, error = %e, "EndTxn refused");
         }
-        Some(
-            EndTxnResponse::default()
-                .with_error_code(code(result, version))
-                .into(),
-        )
+        EndTxnResponse::default()
+            .with_error_code(code(result, version))
+            .into()
     })
 }
 
