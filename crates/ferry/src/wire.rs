@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+    FindCoordinatorResponse, GroupId, MetadataRequest, MetadataResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,16 +154,85 @@ pub async fn transaction_coordinator(
     c: &mut Connection,
     transactional_id: &str,
 ) -> anyhow::Result<String> {
+    coordinator(c, transactional_id, 1).await
+}
+
+/// `host:port` of the coordinator of `key` (key type 0: a group, 1: a transactional id).
+async fn coordinator(c: &mut Connection, key: &str, key_type: i8) -> anyhow::Result<String> {
     let v = c.version(ApiKey::FindCoordinator, 3)?.max(1);
     let req = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_string(transactional_id.to_owned()))
-        .with_key_type(1);
+        .with_key(StrBytes::from_string(key.to_owned()))
+        .with_key_type(key_type);
     let resp: FindCoordinatorResponse = c.send(ApiKey::FindCoordinator, v, &req).await?;
     if resp.error_code != 0 {
-        bail!(
-            "FindCoordinator for {transactional_id:?}: error {}",
-            resp.error_code
-        );
+        bail!("FindCoordinator for {key:?}: error {}", resp.error_code);
     }
     Ok(format!("{}:{}", resp.host.as_str(), resp.port))
+}
+
+/// UNSTABLE_OFFSET_COMMIT: a transaction has offsets pending for the partition.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
+/// Which of `partitions` (topic, partition; empty: all of the cluster's) have transactional
+/// offsets of `group` pending, asked with OffsetFetch `require_stable` (v7, KIP-447). `None` if
+/// the coordinator is too old to say.
+pub async fn pending_offsets(
+    brokers: &str,
+    group: &str,
+    partitions: &[(String, i32)],
+) -> anyhow::Result<Option<Vec<(String, i32)>>> {
+    let mut bootstrap = bootstrap(brokers).await?;
+    let mut partitions = partitions.to_vec();
+    if partitions.is_empty() {
+        // Every partition of the cluster: a group may have nothing but pending offsets.
+        let v = bootstrap.version(ApiKey::Metadata, 4)?;
+        let resp: MetadataResponse = bootstrap
+            .send(
+                ApiKey::Metadata,
+                v,
+                &MetadataRequest::default().with_topics(None),
+            )
+            .await?;
+        for t in &resp.topics {
+            let Some(name) = &t.name else { continue };
+            for p in &t.partitions {
+                partitions.push((name.0.to_string(), p.partition_index));
+            }
+        }
+        partitions.sort();
+    }
+    let addr = coordinator(&mut bootstrap, group, 0).await?;
+    let mut c = Connection::open(&addr).await?;
+    // v7 is the one version with both require_stable and the single-group layout.
+    let v = c.version(ApiKey::OffsetFetch, 7)?;
+    if v < 7 {
+        return Ok(None);
+    }
+    let mut topics: Vec<OffsetFetchRequestTopic> = Vec::new();
+    for (topic, p) in &partitions {
+        match topics.last_mut() {
+            Some(t) if t.name.0.as_str() == topic => t.partition_indexes.push(*p),
+            _ => topics.push(
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partition_indexes(vec![*p]),
+            ),
+        }
+    }
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_topics(Some(topics))
+        .with_require_stable(true);
+    let resp: OffsetFetchResponse = c.send(ApiKey::OffsetFetch, v, &req).await?;
+    Ok(Some(
+        resp.topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == UNSTABLE_OFFSET_COMMIT)
+                    .map(|p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect(),
+    ))
 }

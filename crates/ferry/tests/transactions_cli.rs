@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::ChildBroker;
+use rdkafka::TopicPartitionList;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 const T: Duration = Duration::from_secs(10);
@@ -53,6 +55,18 @@ fn transactions_list_and_describe_show_states_and_partitions() {
         .map_err(|(e, _)| e)
         .unwrap();
     open.flush(T).unwrap();
+    // The open transaction also commits offsets of group cli-g.
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", "cli-g")
+        .create()
+        .unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("cli-t", 0, rdkafka::Offset::Offset(1))
+        .unwrap();
+    open.send_offsets_to_transaction(&offsets, &member.group_metadata().unwrap(), T)
+        .unwrap();
 
     let (ok, list, err) = ferry(&["transactions", "list", "--brokers", b]);
     assert!(ok, "{err}");
@@ -78,6 +92,14 @@ fn transactions_list_and_describe_show_states_and_partitions() {
     assert!(
         described.contains("partitions:       cli-t [0]"),
         "{described}"
+    );
+
+    let (ok, group, err) = ferry(&["groups", "describe", "cli-g", "--brokers", b]);
+    assert!(ok, "{err}");
+    assert!(
+        group
+            .contains("pending transactional offsets (an open transaction commits them): cli-t[0]"),
+        "{group}"
     );
 
     let (ok, _, err) = ferry(&["transactions", "describe", "nobody", "--brokers", b]);

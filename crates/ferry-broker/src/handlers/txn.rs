@@ -254,6 +254,7 @@ pub fn offset_commit(shared: &Arc<Shared>, req: TxnOffsetCommitRequest, version:
     if to_store.is_empty() {
         return Box::pin(async move { Some(response.into()) });
     }
+    shared.groups.coordinator.touch(&group);
     let store = shared.groups.store.clone();
     let producer_id = req.producer_id.0;
     Box::pin(async move {
