@@ -605,3 +605,99 @@ async fn every_advertised_transaction_version_is_answered() {
     assert_eq!(producers.topics[0].partitions[0].error_code, 0);
     broker.shutdown().await.unwrap();
 }
+
+/// A transactional batch is written only by the current producer of an open transaction that
+/// added the partition; anything else would open a transaction nobody ends (a hanging
+/// transaction holding back the last stable offset for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_batches_outside_an_open_transaction_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+    let tid = TransactionalId(StrBytes::from_static_str("tx-verify"));
+    // Twice: the second instance has epoch 1, the first one's 0 is stale.
+    let mut init = InitProducerIdResponse::default();
+    for _ in 0..2 {
+        init = call(
+            &mut s,
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(tid.clone()))
+                .with_transaction_timeout_ms(60_000),
+        )
+        .await;
+    }
+    let (pid, epoch) = (init.producer_id, init.producer_epoch);
+    assert_eq!(epoch, 1);
+    let produce = |epoch: i16| {
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid.0,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_transactional_id(Some(tid.clone()))
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(buf.freeze())),
+                    ]),
+            ])
+    };
+    let code = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    // No transaction open (the partition was never added): INVALID_TXN_STATE.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(epoch)).await;
+    assert_eq!(code(&r), 48);
+    let add: AddPartitionsToTxnResponse = call(
+        &mut s,
+        ApiKey::AddPartitionsToTxn,
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(tid.clone())
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![0]),
+            ]),
+    )
+    .await;
+    assert_eq!(
+        add.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    // A stale epoch: INVALID_PRODUCER_EPOCH.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(epoch - 1)).await;
+    assert_eq!(code(&r), 47);
+    // The current producer, partition added: written.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(epoch)).await;
+    assert_eq!(code(&r), 0);
+    broker.shutdown().await.unwrap();
+}
