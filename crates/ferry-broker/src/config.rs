@@ -50,6 +50,9 @@ pub struct BrokerConfig {
     pub cleaner_check_interval: Duration,
     /// Tunables of the log cleaner (offset map budget).
     pub cleaner: ferry_log::CleanerOptions,
+    /// Longest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`); InitProducerId with more is INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -69,6 +72,7 @@ impl Default for BrokerConfig {
             retention_check_interval: Duration::from_secs(60),
             cleaner_check_interval: Duration::from_secs(15),
             cleaner: ferry_log::CleanerOptions::default(),
+            transaction_max_timeout: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -9,6 +9,11 @@
 //! request's reply in order and writes it); fsyncs run on tokio's blocking pool; one retention
 //! task and one log-cleaner task (compaction). See `server.rs` for why requests are pipelined that way.
 //!
+//! Transactions (KIP-98): `txn` is the coordinator (transactional ids, epochs, the durable
+//! two-phase end of each transaction, aborting those past their timeout on a clock task); the
+//! partitions keep the markers, the last stable offset and the aborted-transaction index
+//! (ferry-log), and Fetch/ListOffsets honour `read_committed`.
+//!
 //! Durability: a produce with acks=all is answered after its data is fsynced; consumers see only
 //! fsynced data (the high watermark is the durable end of the log), so a crash can never take
 //! back a record that someone has read.
@@ -18,9 +23,11 @@ mod config;
 mod dynamic_config;
 mod groups;
 mod handlers;
+mod journal;
 mod producer_ids;
 mod server;
 mod state;
+mod txn;
 mod versions;
 
 use std::net::SocketAddr;
@@ -55,6 +62,9 @@ pub enum Error {
     /// The consumer-group store could not be opened.
     #[error("group store: {0}")]
     Groups(String),
+    /// The transaction coordinator's store could not be opened.
+    #[error("transaction store: {0}")]
+    Transactions(std::io::Error),
     /// A background task failed (a panic in storage code).
     #[error("broker task failed: {0}")]
     Task(String),
@@ -116,7 +126,9 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let listener: ferry_log::DurableListener = Arc::new(move || listener_signal.notify_waiters());
     let data_dir = config.data_dir.clone();
     let log_defaults = config.log.clone();
-    let (lock, (store, dynamic), cluster_id, groups, producer_ids) =
+    let max_txn_timeout_ms =
+        i32::try_from(config.transaction_max_timeout.as_millis()).unwrap_or(i32::MAX);
+    let (lock, (store, dynamic), cluster_id, groups, producer_ids, txns) =
         tokio::task::spawn_blocking(move || -> Result<_, Error> {
             std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
                 path: data_dir.clone(),
@@ -142,12 +154,15 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
                     path: data_dir.join("producer-ids"),
                     source,
                 })?;
+            let txns = txn::TxnCoordinator::open(&data_dir, max_txn_timeout_ms)
+                .map_err(Error::Transactions)?;
             Ok((
                 lock,
                 (store, dynamic),
                 cluster_id,
                 groups,
                 Arc::new(producer_ids),
+                txns,
             ))
         })
         .await
@@ -181,8 +196,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         groups,
         producer_ids,
         dynamic,
+        txns,
         config,
     });
+    txn::TxnCoordinator::resume(&shared);
     let shutdown = CancellationToken::new();
     let accept_lock = lock.clone();
     let accepting = server::accept_loop(tcp, shared.clone(), shutdown.clone());
@@ -194,6 +211,7 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         tokio::spawn(retention_loop(shared.clone(), shutdown.clone())),
         tokio::spawn(cleaner_loop(shared.clone(), shutdown.clone())),
         tokio::spawn(group_clock(shared.clone(), shutdown.clone())),
+        tokio::spawn(txn_clock(shared.clone(), shutdown.clone())),
     ];
     tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
     Ok(BrokerHandle {
@@ -276,6 +294,18 @@ async fn group_clock(shared: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => shared.groups.tick(),
+        }
+    }
+}
+
+/// Abort transactions open past their timeout.
+async fn txn_clock(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(txn::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => txn::TxnCoordinator::expire_overdue(&shared),
         }
     }
 }

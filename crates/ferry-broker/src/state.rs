@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 use crate::BrokerConfig;
 use crate::groups::Groups;
 use crate::producer_ids::ProducerIds;
+use crate::txn::TxnCoordinator;
 
 /// The one node id of this single-node cluster.
 pub const NODE_ID: i32 = 0;
@@ -27,10 +28,12 @@ pub struct Shared {
     pub cluster_id: String,
     /// Consumer groups: membership and committed offsets.
     pub groups: Groups,
-    /// Producer id allocation for idempotent producers.
+    /// Producer id allocation for idempotent and transactional producers.
     pub producer_ids: Arc<ProducerIds>,
     /// Broker configs changed at runtime (AlterConfigs on the BROKER resource).
     pub dynamic: crate::dynamic_config::DynamicConfigs,
+    /// The transaction coordinator.
+    pub txns: TxnCoordinator,
 }
 
 impl Shared {

@@ -55,6 +55,16 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::AlterPartitionReassignments, 0, 1),
     api(ApiKey::ListPartitionReassignments, 0, 0),
+    // Transactions. v4+ of these (KIP-890) tell the broker the client understands
+    // TRANSACTION_ABORTABLE or ask for server-side epoch bumps (EndTxn v5): not implemented.
+    api(ApiKey::AddPartitionsToTxn, 0, 3),
+    api(ApiKey::AddOffsetsToTxn, 0, 3),
+    api(ApiKey::EndTxn, 0, 3),
+    api(ApiKey::TxnOffsetCommit, 0, 3),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    // v2 adds a transactional-id regex filter (Java regex syntax): not implemented.
+    api(ApiKey::ListTransactions, 0, 1),
+    api(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The supported range for `key`, if the broker implements it at all.

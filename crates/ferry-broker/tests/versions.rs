@@ -296,7 +296,9 @@ async fn every_advertised_version_is_answered() {
             &mut s,
             ApiKey::InitProducerId,
             v,
+            // A null transactional id: an idempotent producer (an empty one is INVALID_REQUEST).
             &InitProducerIdRequest::default()
+                .with_transactional_id(None)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         )
@@ -613,5 +615,310 @@ async fn every_advertised_admin_version_is_answered() {
         .await;
         assert_eq!(resp.error_code, 0, "ListPartitionReassignments v{v}");
     }
+    broker.shutdown().await.unwrap();
+}
+
+/// The transactional APIs at every advertised version: a transaction that adds a partition and a
+/// group's offsets and commits, then the operator APIs that describe it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_transaction_version_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+    // Creates the topic.
+    let _: MetadataResponse = call(
+        &mut s,
+        ApiKey::Metadata,
+        4,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name())),
+            ]))
+            .with_allow_auto_topic_creation(true),
+    )
+    .await;
+    let at = |api: ApiKey, v: i16| v.min(*range(api).end());
+    for v in range(ApiKey::AddPartitionsToTxn) {
+        let tid = TransactionalId(StrBytes::from_string(format!("tx-v{v}")));
+        let init: InitProducerIdResponse = call(
+            &mut s,
+            ApiKey::InitProducerId,
+            at(ApiKey::InitProducerId, v),
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(tid.clone()))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        )
+        .await;
+        assert_eq!(init.error_code, 0, "InitProducerId (transactional) v{v}");
+        let (pid, epoch) = (init.producer_id, init.producer_epoch);
+        let add: AddPartitionsToTxnResponse = call(
+            &mut s,
+            ApiKey::AddPartitionsToTxn,
+            v,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(tid.clone())
+                .with_v3_and_below_producer_id(pid)
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![0]),
+                ]),
+        )
+        .await;
+        assert_eq!(
+            add.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0,
+            "AddPartitionsToTxn v{v}"
+        );
+        let group = GroupId(StrBytes::from_string(format!("txg-v{v}")));
+        let av = at(ApiKey::AddOffsetsToTxn, v);
+        let offsets: AddOffsetsToTxnResponse = call(
+            &mut s,
+            ApiKey::AddOffsetsToTxn,
+            av,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(tid.clone())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_group_id(group.clone()),
+        )
+        .await;
+        assert_eq!(offsets.error_code, 0, "AddOffsetsToTxn v{av}");
+        let tv = at(ApiKey::TxnOffsetCommit, v);
+        let commit: TxnOffsetCommitResponse = call(
+            &mut s,
+            ApiKey::TxnOffsetCommit,
+            tv,
+            &TxnOffsetCommitRequest::default()
+                .with_transactional_id(tid.clone())
+                .with_group_id(group.clone())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(42),
+                        ]),
+                ]),
+        )
+        .await;
+        assert_eq!(
+            commit.topics[0].partitions[0].error_code, 0,
+            "TxnOffsetCommit v{tv}"
+        );
+        // A stable read waits for the transaction; a plain one sees the old (no) offset.
+        let stable: OffsetFetchResponse = call(
+            &mut s,
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(group.clone())
+                .with_require_stable(true)
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(name())
+                        .with_partition_indexes(vec![0]),
+                ])),
+        )
+        .await;
+        assert_eq!(
+            stable.topics[0].partitions[0].error_code, 88,
+            "UNSTABLE_OFFSET_COMMIT while the transaction is open"
+        );
+        let ev = at(ApiKey::EndTxn, v);
+        let end: EndTxnResponse = call(
+            &mut s,
+            ApiKey::EndTxn,
+            ev,
+            &EndTxnRequest::default()
+                .with_transactional_id(tid.clone())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_committed(true),
+        )
+        .await;
+        assert_eq!(end.error_code, 0, "EndTxn v{ev}");
+        let fetched: OffsetFetchResponse = call(
+            &mut s,
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(group)
+                .with_require_stable(true)
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(name())
+                        .with_partition_indexes(vec![0]),
+                ])),
+        )
+        .await;
+        assert_eq!(
+            fetched.topics[0].partitions[0].committed_offset, 42,
+            "the committed transaction's offset (v{v})"
+        );
+        // A stale epoch is fenced, with the error code of its version.
+        let fenced: EndTxnResponse = call(
+            &mut s,
+            ApiKey::EndTxn,
+            ev,
+            &EndTxnRequest::default()
+                .with_transactional_id(tid)
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch - 1)
+                .with_committed(true),
+        )
+        .await;
+        let want = if ev >= 2 { 90 } else { 47 };
+        assert_eq!(fenced.error_code, want, "EndTxn v{ev} with an old epoch");
+    }
+    let described: DescribeTransactionsResponse = call(
+        &mut s,
+        ApiKey::DescribeTransactions,
+        0,
+        &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+            TransactionalId(StrBytes::from_static_str("tx-v0")),
+            TransactionalId(StrBytes::from_static_str("nobody")),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        described.transaction_states[0].transaction_state.as_str(),
+        "CompleteCommit"
+    );
+    assert_eq!(described.transaction_states[1].error_code, 105);
+    for v in range(ApiKey::ListTransactions) {
+        let listed: ListTransactionsResponse = call(
+            &mut s,
+            ApiKey::ListTransactions,
+            v,
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![
+                    StrBytes::from_static_str("CompleteCommit"),
+                    StrBytes::from_static_str("Bogus"),
+                ])
+                .with_duration_filter(-1),
+        )
+        .await;
+        assert_eq!(
+            listed.transaction_states.len(),
+            range(ApiKey::AddPartitionsToTxn).count(),
+            "ListTransactions v{v}"
+        );
+        assert_eq!(listed.unknown_state_filters.len(), 1);
+    }
+    let producers: DescribeProducersResponse = call(
+        &mut s,
+        ApiKey::DescribeProducers,
+        0,
+        &DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(name())
+                .with_partition_indexes(vec![0]),
+        ]),
+    )
+    .await;
+    assert_eq!(producers.topics[0].partitions[0].error_code, 0);
+    broker.shutdown().await.unwrap();
+}
+
+/// A transactional batch is written only by the current producer of an open transaction that
+/// added the partition; anything else would open a transaction nobody ends (a hanging
+/// transaction holding back the last stable offset for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_batches_outside_an_open_transaction_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+    let tid = TransactionalId(StrBytes::from_static_str("tx-verify"));
+    // Twice: the second instance has epoch 1, the first one's 0 is stale.
+    let mut init = InitProducerIdResponse::default();
+    for _ in 0..2 {
+        init = call(
+            &mut s,
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(tid.clone()))
+                .with_transaction_timeout_ms(60_000),
+        )
+        .await;
+    }
+    let (pid, epoch) = (init.producer_id, init.producer_epoch);
+    assert_eq!(epoch, 1);
+    let produce = |epoch: i16| {
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid.0,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_transactional_id(Some(tid.clone()))
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(buf.freeze())),
+                    ]),
+            ])
+    };
+    let code = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    // No transaction open (the partition was never added): INVALID_TXN_STATE.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(epoch)).await;
+    assert_eq!(code(&r), 48);
+    let add: AddPartitionsToTxnResponse = call(
+        &mut s,
+        ApiKey::AddPartitionsToTxn,
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(tid.clone())
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![0]),
+            ]),
+    )
+    .await;
+    assert_eq!(
+        add.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    // A stale epoch: INVALID_PRODUCER_EPOCH.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(epoch - 1)).await;
+    assert_eq!(code(&r), 47);
+    // The current producer, partition added: written.
+    let r: ProduceResponse = call(&mut s, ApiKey::Produce, 9, &produce(epoch)).await;
+    assert_eq!(code(&r), 0);
     broker.shutdown().await.unwrap();
 }

@@ -142,6 +142,91 @@ impl BatchHeader {
     }
 }
 
+/// Version of the control record key and value (Kafka's `ControlRecordType` and
+/// `EndTransactionMarker`), the only one Kafka has defined.
+const CONTROL_VERSION: i16 = 0;
+/// Control record type of an abort marker; a commit marker is 1.
+const CONTROL_TYPE_ABORT: i16 = 0;
+const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// Builds the control batch that ends a transaction in one partition: a transactional control
+/// batch (magic 2) of one record whose key is (version 0, type abort 0 / commit 1) and whose value
+/// is (version 0, coordinator epoch), as Kafka's transaction markers are. The base offset is left at
+/// 0 for the append to assign.
+///
+/// Written by hand rather than with a Kafka codec crate: this crate deliberately depends on no
+/// protocol library, and the record is 17 fixed bytes whose varints are all single bytes.
+pub(crate) fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let kind = if commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut record = Vec::with_capacity(17);
+    record.push(0); // attributes
+    record.push(0); // timestamp delta, varint 0
+    record.push(0); // offset delta, varint 0
+    record.push(zigzag1(4)); // key length
+    record.extend_from_slice(&CONTROL_VERSION.to_be_bytes());
+    record.extend_from_slice(&kind.to_be_bytes());
+    record.push(zigzag1(6)); // value length
+    record.extend_from_slice(&CONTROL_VERSION.to_be_bytes());
+    record.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    record.push(0); // header count
+    let mut b = vec![0u8; BATCH_HEADER_LEN];
+    let batch_length = (BATCH_HEADER_LEN - LOG_OVERHEAD + 1 + record.len()) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    b[16] = MAGIC as u8;
+    b[21..23].copy_from_slice(&(TRANSACTIONAL_FLAG | CONTROL_FLAG).to_be_bytes());
+    // lastOffsetDelta 0 (already zero)
+    b[27..35].copy_from_slice(&timestamp.to_be_bytes());
+    b[35..43].copy_from_slice(&timestamp.to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // control batches carry no sequence
+    b[57..61].copy_from_slice(&1i32.to_be_bytes());
+    b.push(zigzag1(record.len() as i8));
+    b.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The one-byte zigzag varint of a small non-negative number (below 64).
+fn zigzag1(n: i8) -> u8 {
+    (n as u8) << 1
+}
+
+/// Whether the control batch at the start of `batch` is a commit marker (`Some(true)`), an abort
+/// marker (`Some(false)`), or something else (`None`: another control type, compressed, or too
+/// short). Only uncompressed control batches exist: Kafka brokers write markers uncompressed.
+pub(crate) fn marker_type(batch: &[u8]) -> Option<bool> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression() != 0 {
+        return None;
+    }
+    // Record: length, attributes, timestamp delta, offset delta, key length (all one-byte
+    // varints for a marker), then the key: version i16, type i16.
+    let key = batch.get(BATCH_HEADER_LEN + 5..BATCH_HEADER_LEN + 9)?;
+    if batch[BATCH_HEADER_LEN + 4] != zigzag1(4) {
+        return None;
+    }
+    match i16::from_be_bytes([key[2], key[3]]) {
+        CONTROL_TYPE_COMMIT => Some(true),
+        CONTROL_TYPE_ABORT => Some(false),
+        _ => None,
+    }
+}
+
+/// Bytes of a control batch that [`marker_type`] needs.
+pub(crate) const MARKER_PREFIX_LEN: usize = BATCH_HEADER_LEN + 9;
+
 fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
     let mut out = [0; N];
     out.copy_from_slice(bytes);
@@ -278,6 +363,18 @@ mod tests {
             validate_batches(&b),
             Err(Error::InvalidRecords(_))
         ));
+    }
+
+    #[test]
+    fn control_batches_are_valid_and_say_their_type() {
+        for commit in [true, false] {
+            let b = control_batch(7, 3, commit, 0, 1_700_000_000_000);
+            let h = validate_batches(&b).unwrap()[0];
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch, h.record_count), (7, 3, 1));
+            assert_eq!(marker_type(&b), Some(commit));
+        }
+        assert_eq!(marker_type(&header_only_batch(0, 1)), None);
     }
 
     #[test]

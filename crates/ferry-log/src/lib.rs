@@ -22,6 +22,11 @@
 //!   epoch and the last five batches' sequences, rejects batches out of sequence or from a fenced
 //!   epoch, and answers a retry with the original offsets instead of writing it twice. The state is
 //!   rebuilt from the batch headers of the log on open.
+//! * Transactions (KIP-98): a transactional producer's batches stay *unstable* until the control
+//!   batch (marker) the broker's coordinator appends with [`PartitionLog::append_marker`] commits
+//!   or aborts them. The partition tracks open transactions, the *last stable offset* below which
+//!   `read_committed` consumers read ([`PartitionLog::read_committed`]), and the aborted
+//!   transactions a fetch must report; all rebuilt from the log on open.
 //! * Recovery on open checks every batch of the active segment (lengths, magic, CRC-32C, offset
 //!   continuity) and truncates a torn tail; closed segments are trusted, and only their index files
 //!   are checked and rebuilt if needed.
@@ -52,6 +57,7 @@ mod producers;
 mod segment;
 mod store;
 mod topic_configs;
+mod transactions;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader, MAGIC, validate_batches};
 pub use cleaner::records::keyless_records;
@@ -59,7 +65,9 @@ pub use cleaner::{CleanStats, CleanerOptions};
 pub use config::{CONFIG_NAMES, LogConfig};
 pub use error::{Error, Result};
 pub use partition::{AppendInfo, DurableListener, PartitionLog, ReadResult};
+pub use producers::ProducerSnapshot;
 pub use store::{MAX_PARTITIONS, Store, Topic, TopicMeta};
 pub use topic_configs::{
     ConfigType, TOPIC_CONFIGS, TopicConfigDef, topic_config, topic_config_for_server_name,
 };
+pub use transactions::AbortedTxn;

@@ -8,20 +8,18 @@
 //! answer got lost: it is not written again, and the producer is told the original offsets.
 //!
 //! The state is not persisted on its own: the batch headers in the log carry everything, so
-//! [`ProducerStates::rebuild`] replays them when the partition opens. It lives under the partition's
+//! `crate::transactions::rebuild` replays them when the partition opens. It lives under the partition's
 //! writer lock, since only appends change it.
 //!
-//! Transactional and control batches are sequenced like any other batch: transactions are not
-//! implemented, so no transaction coordinator ever writes markers that would need an exception.
+//! Transactional batches are sequenced like any other batch. Control batches (transaction markers,
+//! written by the broker, never by a client) carry no sequence: they only move the producer's epoch
+//! forward when the coordinator fenced it, which restarts its sequences at 0.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::ops::ControlFlow;
-use std::sync::Arc;
 
 use crate::batch::BatchHeader;
 use crate::error::{Error, Result};
-use crate::segment::Segment;
 
 /// How many of a producer's latest batches are remembered for duplicate detection. Kafka clients
 /// keep at most five requests in flight per connection with idempotence on, so a retry always
@@ -53,15 +51,21 @@ impl BatchMeta {
 #[derive(Debug, Clone)]
 struct ProducerState {
     epoch: i16,
-    /// Oldest first, at most [`CACHED_BATCHES`], never empty.
+    /// Oldest first, at most [`CACHED_BATCHES`]; empty after a marker moved the epoch forward.
     batches: VecDeque<BatchMeta>,
+    /// Max timestamp of the producer's last batch (DescribeProducers).
+    last_timestamp: i64,
 }
 
 impl ProducerState {
-    fn starting_with(epoch: i16, batch: BatchMeta) -> ProducerState {
+    fn starting_with(epoch: i16, batch: BatchMeta, timestamp: i64) -> ProducerState {
         let mut batches = VecDeque::with_capacity(CACHED_BATCHES);
         batches.push_back(batch);
-        ProducerState { epoch, batches }
+        ProducerState {
+            epoch,
+            batches,
+            last_timestamp: timestamp,
+        }
     }
 
     fn push(&mut self, batch: BatchMeta) {
@@ -104,6 +108,21 @@ pub(crate) enum Checked {
     Duplicate { base_offset: i64, last_offset: i64 },
 }
 
+/// One producer's state in a partition, as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch in this partition.
+    pub epoch: i16,
+    /// Sequence of its last record here, -1 if none since the epoch began.
+    pub last_sequence: i32,
+    /// Max timestamp of its last batch, -1 if none.
+    pub last_timestamp: i64,
+    /// First offset of its open transaction here, -1 if none.
+    pub current_txn_start_offset: i64,
+}
+
 /// Sequence state of every idempotent producer that has written to one partition.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {
@@ -111,18 +130,6 @@ pub(crate) struct ProducerStates {
 }
 
 impl ProducerStates {
-    /// Replays the headers of every batch in `segments`, oldest first.
-    pub(crate) fn rebuild(segments: &[Arc<Segment>]) -> Result<ProducerStates> {
-        let mut states = ProducerStates::default();
-        for segment in segments {
-            segment.scan_headers(0, segment.size(), |_, header| {
-                states.apply(header);
-                ControlFlow::Continue(())
-            })?;
-        }
-        Ok(states)
-    }
-
     /// How many producer ids have state.
     pub(crate) fn len(&self) -> usize {
         self.producers.len()
@@ -167,6 +174,41 @@ impl ProducerStates {
         }
     }
 
+    /// Every producer's state, by producer id.
+    pub(crate) fn snapshots(&self) -> Vec<ProducerSnapshot> {
+        let mut out: Vec<ProducerSnapshot> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, s)| ProducerSnapshot {
+                producer_id,
+                epoch: s.epoch,
+                last_sequence: s.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: s.last_timestamp,
+                current_txn_start_offset: -1,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
+    }
+
+    /// The epoch the partition knows for `producer_id`, if any.
+    pub(crate) fn epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|s| s.epoch)
+    }
+
+    /// Checks a transaction marker for `producer_id` at `epoch`: the coordinator never writes one
+    /// with an epoch older than the partition has seen (that would be a zombie coordinator's).
+    pub(crate) fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        match self.producers.get(&producer_id) {
+            Some(state) if state.epoch > epoch => Err(Error::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: state.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Takes written batches into the state. They must have passed [`check`](Self::check).
     pub(crate) fn record(&mut self, headers: &[BatchHeader]) {
         for header in headers {
@@ -175,8 +217,27 @@ impl ProducerStates {
     }
 
     /// Takes one written batch into the state, unchecked: the log is the truth.
-    fn apply(&mut self, header: &BatchHeader) {
+    pub(crate) fn apply(&mut self, header: &BatchHeader) {
         if header.producer_id < 0 {
+            return;
+        }
+        if header.is_control() {
+            // A marker carries no sequence; a newer epoch (the coordinator fenced the producer)
+            // restarts the sequences.
+            let newer = self
+                .producers
+                .get(&header.producer_id)
+                .is_none_or(|s| s.epoch < header.producer_epoch);
+            if newer {
+                self.producers.insert(
+                    header.producer_id,
+                    ProducerState {
+                        epoch: header.producer_epoch,
+                        batches: VecDeque::new(),
+                        last_timestamp: header.max_timestamp,
+                    },
+                );
+            }
             return;
         }
         let current = self.producers.remove(&header.producer_id);
@@ -192,10 +253,11 @@ fn apply_to(current: Option<ProducerState>, header: &BatchHeader) -> ProducerSta
     match current {
         Some(mut state) if state.epoch == header.producer_epoch => {
             state.push(batch);
+            state.last_timestamp = header.max_timestamp;
             state
         }
         Some(state) if state.epoch > header.producer_epoch => state,
-        _ => ProducerState::starting_with(header.producer_epoch, batch),
+        _ => ProducerState::starting_with(header.producer_epoch, batch, header.max_timestamp),
     }
 }
 
@@ -265,7 +327,7 @@ mod tests {
             first_offset: i64::from(n),
             last_offset: i64::from(n),
         };
-        let mut state = ProducerState::starting_with(0, meta(0));
+        let mut state = ProducerState::starting_with(0, meta(0), 0);
         for n in 1..7 {
             state.push(meta(n));
         }

@@ -36,7 +36,14 @@ pub async fn run(command: GroupsCommand) -> anyhow::Result<()> {
 }
 
 fn admin(brokers: &str) -> anyhow::Result<Admin> {
-    Admin::new(&KafkaConfig::new(brokers)).context("cannot create a Kafka client")
+    let mut config = KafkaConfig::new(brokers);
+    // librdkafka's read_committed default asks for committed offsets with require_stable, which
+    // waits (until it times out) while a transaction has offsets of the group pending; a
+    // describe shows the committed offsets and names the pending ones instead.
+    config
+        .consumer
+        .insert("isolation.level".into(), "read_uncommitted".into());
+    Admin::new(&config).context("cannot create a Kafka client")
 }
 
 async fn list(brokers: &str) -> anyhow::Result<()> {
@@ -84,10 +91,23 @@ async fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
         "\n{:<32} {:>9} {:>12} {:>12} {:>8}",
         "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"
     );
-    for o in offsets {
+    for o in &offsets {
         println!(
             "{:<32} {:>9} {:>12} {:>12} {:>8}",
             o.topic, o.partition, o.committed, o.end, o.lag
+        );
+    }
+    // Offsets an open transaction will commit (send_offsets_to_transaction): librdkafka cannot
+    // show them, OffsetFetch with require_stable can.
+    if let Some(pending) = crate::wire::pending_offsets(brokers, group, &[])
+        .await
+        .context("cannot ask for pending transactional offsets")?
+        && !pending.is_empty()
+    {
+        let list: Vec<String> = pending.iter().map(|(t, p)| format!("{t}[{p}]")).collect();
+        println!(
+            "\npending transactional offsets (an open transaction commits them): {}",
+            list.join(" ")
         );
     }
     Ok(())

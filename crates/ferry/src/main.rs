@@ -18,6 +18,8 @@ mod replay;
 mod serve;
 mod services;
 mod topics;
+mod transactions;
+mod wire;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -54,6 +56,9 @@ enum Command {
     /// List consumer groups, or describe one: members, assignments, committed offsets and lag.
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// List Kafka transactions, or describe one: state, producer, timeout, partitions.
+    #[command(subcommand)]
+    Transactions(transactions::TransactionsCommand),
     /// Measure produce and consume throughput and the disk's fsynced write bandwidth.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -125,6 +130,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Groups(command) => groups::run(command).await,
+        Command::Transactions(command) => transactions::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Replay(command) => replay::run(command).await,

@@ -6,7 +6,12 @@
 //! records (`u32 length`, `u32 CRC-32C`, JSON payload), replayed into memory at start and
 //! rewritten whole when it has grown to several times the live state. A commit is answered only
 //! after its record is fsynced. Recovery stops at the first torn or corrupt frame and truncates
-//! there, like the partition logs.
+//! there, like the partition logs (the framing is [`crate::journal`]'s).
+//!
+//! Transactional offset commits (TxnOffsetCommit) are kept per group and producer id as *pending*
+//! until the transaction ends: [`GroupStore::end_txn`] makes them committed offsets (commit) or
+//! drops them (abort), durably. OffsetFetch with `require_stable` reports a partition with pending
+//! offsets as UNSTABLE_OFFSET_COMMIT.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -36,6 +41,9 @@ pub struct GroupRecord {
     pub protocol_type: Option<String>,
     /// (topic, partition) -> committed offset.
     pub offsets: BTreeMap<(String, i32), Committed>,
+    /// Producer id -> offsets its open transaction commits, not visible yet.
+    #[serde(skip)]
+    pub pending: BTreeMap<i64, BTreeMap<(String, i32), Committed>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -61,7 +69,20 @@ enum Record {
         group: String,
         state: SnapshotState,
     },
+    TxnOffsets {
+        group: String,
+        producer_id: i64,
+        offsets: Vec<(String, i32, Committed)>,
+    },
+    TxnEnd {
+        group: String,
+        producer_id: i64,
+        commit: bool,
+    },
 }
+
+/// One (topic, partition, offset) as records list them.
+type OffsetEntry = (String, i32, Committed);
 
 /// A group's state in a compacted file (serde cannot key JSON maps by tuples).
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +90,9 @@ struct SnapshotState {
     generation: i32,
     protocol_type: Option<String>,
     offsets: Vec<(String, i32, Committed)>,
+    /// Pending transactional offsets by producer id.
+    #[serde(default)]
+    pending: Vec<(i64, Vec<OffsetEntry>)>,
 }
 
 /// Why the group store failed.
@@ -177,6 +201,49 @@ impl GroupStore {
         })
     }
 
+    /// Durably record offsets of an open transaction, pending until it ends. Blocking.
+    pub fn txn_offsets(
+        &self,
+        group: &str,
+        producer_id: i64,
+        offsets: Vec<(String, i32, Committed)>,
+    ) -> Result<(), StoreError> {
+        self.append(Record::TxnOffsets {
+            group: group.to_owned(),
+            producer_id,
+            offsets,
+        })
+    }
+
+    /// Durably settle `producer_id`'s pending offsets in `group`: committed or dropped. Blocking.
+    /// Does nothing (and writes nothing) when there are none, so it can be repeated.
+    pub fn end_txn(&self, group: &str, producer_id: i64, commit: bool) -> Result<(), StoreError> {
+        let has_pending = self
+            .inner
+            .lock()
+            .groups
+            .get(group)
+            .is_some_and(|g| g.pending.contains_key(&producer_id));
+        if !has_pending {
+            return Ok(());
+        }
+        self.append(Record::TxnEnd {
+            group: group.to_owned(),
+            producer_id,
+            commit,
+        })
+    }
+
+    /// Whether a transaction has offsets pending for this partition.
+    pub fn is_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let key = (topic.to_owned(), partition);
+        self.inner
+            .lock()
+            .groups
+            .get(group)
+            .is_some_and(|g| g.pending.values().any(|o| o.contains_key(&key)))
+    }
+
     /// Durably record a completed generation. Blocking.
     pub fn generation(
         &self,
@@ -221,7 +288,11 @@ impl GroupStore {
         inner.file.sync_data().map_err(err)?;
         apply(&mut inner.groups, record);
         inner.records += 1;
-        let live: usize = inner.groups.values().map(|g| g.offsets.len() + 1).sum();
+        let live: usize = inner
+            .groups
+            .values()
+            .map(|g| g.offsets.len() + g.pending.len() + 1)
+            .sum();
         if inner.records >= COMPACT_MIN_RECORDS && inner.records > live * COMPACT_FACTOR {
             self.compact(&mut inner).map_err(err)?;
         }
@@ -240,6 +311,14 @@ impl GroupStore {
                     .offsets
                     .iter()
                     .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+                    .collect(),
+                pending: g
+                    .pending
+                    .iter()
+                    .map(|(pid, o)| {
+                        let o = o.iter().map(|((t, p), c)| (t.clone(), *p, c.clone()));
+                        (*pid, o.collect())
+                    })
                     .collect(),
             };
             out.write_all(&frame(&Record::Snapshot {
@@ -262,23 +341,11 @@ impl GroupStore {
 }
 
 fn frame(record: &Record) -> Vec<u8> {
-    let payload = serde_json::to_vec(record).expect("group records serialize");
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
+    crate::journal::frame(record)
 }
 
-/// A whole, intact frame at the start of `bytes`, and its length.
 fn parse_frame(bytes: &[u8]) -> Option<(Record, usize)> {
-    let len = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?);
-    let payload = bytes.get(8..8usize.checked_add(len)?)?;
-    if crc32c::crc32c(payload) != crc {
-        return None;
-    }
-    Some((serde_json::from_slice(payload).ok()?, 8 + len))
+    crate::journal::parse_frame(bytes)
 }
 
 fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {
@@ -320,8 +387,40 @@ fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {
                     generation: state.generation,
                     protocol_type: state.protocol_type,
                     offsets,
+                    pending: state
+                        .pending
+                        .into_iter()
+                        .map(|(pid, o)| (pid, o.into_iter().map(|(t, p, c)| ((t, p), c)).collect()))
+                        .collect(),
                 },
             );
+        }
+        Record::TxnOffsets {
+            group,
+            producer_id,
+            offsets,
+        } => {
+            let pending = groups
+                .entry(group)
+                .or_default()
+                .pending
+                .entry(producer_id)
+                .or_default();
+            for (topic, partition, committed) in offsets {
+                pending.insert((topic, partition), committed);
+            }
+        }
+        Record::TxnEnd {
+            group,
+            producer_id,
+            commit,
+        } => {
+            let g = groups.entry(group).or_default();
+            if let Some(offsets) = g.pending.remove(&producer_id)
+                && commit
+            {
+                g.offsets.extend(offsets);
+            }
         }
     }
 }
@@ -368,6 +467,31 @@ mod tests {
             GroupStore::open(dir.path()).unwrap().committed("g", "t", 1),
             Some(c(8))
         );
+    }
+
+    #[test]
+    fn transactional_offsets_show_only_after_commit_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = GroupStore::open(dir.path()).unwrap();
+            s.commit("g", vec![("t".into(), 0, c(1))]).unwrap();
+            s.txn_offsets("g", 7, vec![("t".into(), 0, c(5))]).unwrap();
+            s.txn_offsets("g", 8, vec![("t".into(), 1, c(6))]).unwrap();
+            assert_eq!(s.committed("g", "t", 0), Some(c(1)));
+            assert!(s.is_pending("g", "t", 0));
+            s.end_txn("g", 7, true).unwrap();
+            assert_eq!(s.committed("g", "t", 0), Some(c(5)));
+            assert!(!s.is_pending("g", "t", 0));
+        }
+        let s = GroupStore::open(dir.path()).unwrap();
+        assert_eq!(s.committed("g", "t", 0), Some(c(5)));
+        assert!(
+            s.is_pending("g", "t", 1),
+            "producer 8's offsets are still pending"
+        );
+        s.end_txn("g", 8, false).unwrap();
+        assert_eq!(s.committed("g", "t", 1), None);
+        assert!(!s.is_pending("g", "t", 1));
     }
 
     #[test]

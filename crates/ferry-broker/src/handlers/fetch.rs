@@ -11,11 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::{Reply, error_code};
 use crate::state::Shared;
+
+/// `isolation_level` of a `read_committed` consumer.
+pub const READ_COMMITTED: i8 = 1;
 
 /// Cap on a client's max wait, so a bogus value cannot park a connection for ever.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -73,19 +78,35 @@ fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool)
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
             // The first batch of the whole response is sent even if it exceeds the limits, so a
             // consumer can always make progress past a large batch.
-            match log.read(fp.fetch_offset, limit, total == 0) {
+            // read_committed stops at the last stable offset and names the aborted transactions
+            // in what it returns, so the consumer can drop their records.
+            let read = if req.isolation_level == READ_COMMITTED {
+                log.read_committed(fp.fetch_offset, limit, total == 0)
+            } else {
+                log.read(fp.fetch_offset, limit, total == 0)
+            };
+            match read {
                 Ok(read) => {
                     total += read.records.len();
                     remaining = remaining.saturating_sub(read.records.len());
                     pd.high_watermark = read.high_watermark;
-                    pd.last_stable_offset = read.high_watermark;
+                    pd.last_stable_offset = read.last_stable_offset;
                     pd.log_start_offset = read.log_start_offset;
+                    pd.aborted_transactions = read.aborted_transactions.map(|list| {
+                        list.into_iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect()
+                    });
                     pd.records = Some(read.records.into());
                 }
                 Err(e) => {
                     pd.error_code = error_code(&e);
                     pd.high_watermark = log.high_watermark();
-                    pd.last_stable_offset = pd.high_watermark;
+                    pd.last_stable_offset = log.last_stable_offset();
                     pd.log_start_offset = log.log_start_offset();
                     had_error = true;
                 }

@@ -44,6 +44,7 @@ fn code(r: Result<(), GroupError>) -> i16 {
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn find_coordinator(
     shared: &Arc<Shared>,
@@ -51,8 +52,9 @@ pub fn find_coordinator(
     version: i16,
 ) -> FindCoordinatorResponse {
     let (host, port) = shared.advertised.clone();
-    // Transactions are not implemented, so only group coordinators can be found.
-    let error = (req.key_type != KEY_TYPE_GROUP).then_some(ResponseError::CoordinatorNotAvailable);
+    // This node coordinates every group and every transactional id.
+    let error = (!matches!(req.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION))
+        .then_some(ResponseError::InvalidRequest);
     if version >= 4 {
         let coordinators = req
             .coordinator_keys

@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after
-//! a timestamp.
+//! a timestamp. A `read_committed` client (v2+) sees the last stable offset as the latest, and no
+//! offset at or past it, as in Kafka.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let committed = req.isolation_level == super::fetch::READ_COMMITTED;
     // The leader epoch exists from v4 on; the codec refuses to encode it for older versions.
     let leader_epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
@@ -38,12 +40,22 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Li
                     let Some(log) = log else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    let fetchable = if committed {
+                        log.last_stable_offset()
+                    } else {
+                        log.high_watermark()
+                    };
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((log.high_watermark(), -1))),
+                        LATEST => Ok(Some((fetchable, -1))),
                         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP => log.max_timestamp(),
                         ts => log.offset_for_timestamp(ts),
-                    };
+                    }
+                    .map(|found| {
+                        found.filter(|&(offset, _)| {
+                            matches!(p.timestamp, LATEST | EARLIEST) || offset < fetchable
+                        })
+                    });
                     match found {
                         Ok(Some((offset, timestamp))) => resp
                             .with_offset(offset)

@@ -17,6 +17,8 @@ mod offsets;
 mod produce;
 mod producers;
 mod records;
+mod txn;
+mod txn_admin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +68,7 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
         RequestKind::DescribeGroups(r) => now(groups::describe(shared, r, version)),
         RequestKind::ListGroups(r) => now(groups::list(shared, r, version)),
         RequestKind::DeleteGroups(r) => groups::delete(shared, r),
-        RequestKind::InitProducerId(r) => producers::init_producer_id(shared, r),
+        RequestKind::InitProducerId(r) => producers::init_producer_id(shared, r, version),
         // Admin APIs that clients' AdminClients call (issue 16, item 2).
         RequestKind::AlterConfigs(r) => now(alter_configs::alter(shared, r)),
         RequestKind::IncrementalAlterConfigs(r) => now(alter_configs::incremental(shared, r)),
@@ -82,6 +84,13 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
         RequestKind::ListPartitionReassignments(r) => {
             now(cluster::list_partition_reassignments(shared, r))
         }
+        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions(shared, r, version),
+        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets(shared, r, version),
+        RequestKind::EndTxn(r) => txn::end(shared, r, version),
+        RequestKind::TxnOffsetCommit(r) => txn::offset_commit(shared, r, version),
+        RequestKind::DescribeTransactions(r) => now(txn_admin::describe(shared, r)),
+        RequestKind::ListTransactions(r) => now(txn_admin::list(shared, r)),
+        RequestKind::DescribeProducers(r) => now(txn_admin::describe_producers(shared, r)),
         other => {
             // versions::SUPPORTED and this match must list the same APIs; a unit test checks it.
             tracing::error!(api = ?request.api, "supported API without a handler: {other:?}");
@@ -185,6 +194,13 @@ mod tests {
             ApiKey::ElectLeaders,
             ApiKey::AlterPartitionReassignments,
             ApiKey::ListPartitionReassignments,
+            ApiKey::AddPartitionsToTxn,
+            ApiKey::AddOffsetsToTxn,
+            ApiKey::EndTxn,
+            ApiKey::TxnOffsetCommit,
+            ApiKey::DescribeTransactions,
+            ApiKey::ListTransactions,
+            ApiKey::DescribeProducers,
         ];
         for s in SUPPORTED {
             assert!(

@@ -1,4 +1,6 @@
-//! OffsetCommit and OffsetFetch. A commit is answered only after it is fsynced.
+//! OffsetCommit and OffsetFetch. A commit is answered only after it is fsynced. OffsetFetch with
+//! `require_stable` (v7+, KIP-447) answers UNSTABLE_OFFSET_COMMIT for a partition whose offset an
+//! open transaction is about to change, so a `read_committed` consumer waits for the outcome.
 
 use std::sync::Arc;
 
@@ -130,7 +132,17 @@ fn lookup(
     }
 }
 
+/// UNSTABLE_OFFSET_COMMIT if `require_stable` and a transaction has offsets pending there.
+fn unstable(shared: &Shared, require_stable: bool, group: &str, topic: &str, p: i32) -> i16 {
+    if require_stable && shared.groups.store.is_pending(group, topic, p) {
+        ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
+}
+
 pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let stable = req.require_stable;
     if version >= 8 {
         let groups = req
             .groups
@@ -141,19 +153,22 @@ pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Off
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = lookup(shared, g.group_id.0.as_str(), wanted)
+                let group = g.group_id.0.as_str();
+                let topics = lookup(shared, group, wanted)
                     .into_iter()
                     .map(|(topic, parts)| {
                         let partitions = parts
                             .into_iter()
                             .map(|(p, c)| {
-                                let c = c.unwrap_or(Committed {
+                                let error = unstable(shared, stable, group, &topic, p);
+                                let c = c.filter(|_| error == 0).unwrap_or(Committed {
                                     offset: -1,
                                     leader_epoch: -1,
                                     metadata: None,
                                 });
                                 OffsetFetchResponsePartitions::default()
                                     .with_partition_index(p)
+                                    .with_error_code(error)
                                     .with_committed_offset(c.offset)
                                     .with_committed_leader_epoch(c.leader_epoch)
                                     .with_metadata(Some(str_bytes(c.metadata.unwrap_or_default())))
@@ -176,19 +191,22 @@ pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Off
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    let topics = lookup(shared, req.group_id.0.as_str(), wanted)
+    let group = req.group_id.0.as_str();
+    let topics = lookup(shared, group, wanted)
         .into_iter()
         .map(|(topic, parts)| {
             let partitions = parts
                 .into_iter()
                 .map(|(p, c)| {
-                    let c = c.unwrap_or(Committed {
+                    let error = unstable(shared, stable, group, &topic, p);
+                    let c = c.filter(|_| error == 0).unwrap_or(Committed {
                         offset: -1,
                         leader_epoch: -1,
                         metadata: None,
                     });
                     let mut r = OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
+                        .with_error_code(error)
                         .with_committed_offset(c.offset)
                         .with_metadata(Some(str_bytes(c.metadata.unwrap_or_default())));
                     if version >= 5 {

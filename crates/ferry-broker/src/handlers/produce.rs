@@ -57,6 +57,7 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
                     resp.error_message = Some(message);
                     return Err(ResponseError::InvalidRecord.code());
                 }
+                verify_transactional(shared, records, &name, data.index)?;
                 match log.append(records) {
                     Ok(info) => Ok((log, info)),
                     Err(e) => {
@@ -105,6 +106,43 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
         }
         Some(response.into())
     })
+}
+
+/// A transactional batch may be appended only by the current producer of an open transaction
+/// that added this partition (KIP-890's verification, in process: the coordinator is local). A
+/// fenced producer gets INVALID_PRODUCER_EPOCH, an unadded partition INVALID_TXN_STATE, as in
+/// Kafka; without this a late batch could open a transaction nobody will ever end, and hold back
+/// the last stable offset for good.
+fn verify_transactional(
+    shared: &Shared,
+    records: &[u8],
+    topic: &str,
+    partition: i32,
+) -> Result<(), i16> {
+    let Ok(header) = ferry_log::BatchHeader::parse(records) else {
+        return Ok(()); // malformed: the append refuses it with the right code
+    };
+    if !header.is_transactional() {
+        return Ok(());
+    }
+    shared
+        .txns
+        .verify_produce(
+            header.producer_id,
+            header.producer_epoch,
+            &(topic.to_owned(), partition),
+        )
+        .map_err(|e| {
+            tracing::debug!(topic, partition, producer_id = header.producer_id, error = %e, "transactional produce refused");
+            let code = match e {
+                crate::txn::TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+                crate::txn::TxnError::InvalidProducerIdMapping => {
+                    ResponseError::InvalidProducerIdMapping
+                }
+                _ => ResponseError::InvalidTxnState,
+            };
+            code.code()
+        })
 }
 
 /// Flush every partition concurrently; each result pairs the partition with its error, if any.

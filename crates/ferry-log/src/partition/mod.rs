@@ -18,22 +18,24 @@
 //!   readable by whoever already holds it.
 
 mod compact;
+mod read;
 mod retention;
 mod start;
+mod txn;
 
 use std::fs;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::batch::{self, BATCH_HEADER_LEN, BatchHeader, validate_batches};
+use crate::batch::{self, validate_batches};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::producers::{Checked, ProducerStates};
 use crate::segment::{self, Segment};
+use crate::transactions::{AbortedTxn, Transactions};
 
 /// Called (from whichever thread advanced it) after the durable end of a partition moves forward.
 /// It should be cheap, e.g. waking waiting fetches and acks=all produces.
@@ -101,6 +103,11 @@ pub struct ReadResult {
     pub high_watermark: i64,
     /// The log start when the read started.
     pub log_start_offset: i64,
+    /// The last stable offset when the read started (see `crate::transactions`).
+    pub last_stable_offset: i64,
+    /// For a `read_committed` read: the aborted transactions overlapping the records returned,
+    /// which the consumer must drop. `None` for `read_uncommitted`.
+    pub aborted_transactions: Option<Vec<AbortedTxn>>,
 }
 
 impl std::fmt::Debug for ReadResult {
@@ -110,6 +117,8 @@ impl std::fmt::Debug for ReadResult {
             .field("records_len", &self.records.len())
             .field("high_watermark", &self.high_watermark)
             .field("log_start_offset", &self.log_start_offset)
+            .field("last_stable_offset", &self.last_stable_offset)
+            .field("aborted_transactions", &self.aborted_transactions)
             .finish()
     }
 }
@@ -122,6 +131,8 @@ pub struct PartitionLog {
     flusher: Mutex<()>,
     writer: Mutex<Writer>,
     view: RwLock<View>,
+    /// Open transactions and aborted ones; written under `writer`, read by fetches without it.
+    txns: RwLock<Transactions>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -171,7 +182,7 @@ impl PartitionLog {
         let active = Arc::new(active);
         segments.push(active.clone());
         let log_end = active.next_offset();
-        let producers = ProducerStates::rebuild(&segments)?;
+        let (producers, txns) = crate::transactions::rebuild(&segments)?;
         let view = View {
             // DeleteRecords may have moved it into the first segment (see `start.rs`).
             log_start: start::initial(dir, segments[0].base_offset(), log_end)?,
@@ -195,6 +206,7 @@ impl PartitionLog {
                 producers,
             }),
             view: RwLock::new(view),
+            txns: RwLock::new(txns),
         })
     }
 
@@ -213,6 +225,12 @@ impl PartitionLog {
     /// [`AppendInfo::duplicate`] set.
     pub fn append(&self, records: &[u8]) -> Result<AppendInfo> {
         let mut headers = validate_batches(records)?;
+        if headers.iter().any(|h| h.is_control()) {
+            // Markers are the coordinator's (see `append_marker`); a client's would forge a decision.
+            return Err(Error::InvalidRecords(
+                "control batches are written by the broker only".into(),
+            ));
+        }
         let config = self.config.read().clone();
         if let Some(h) = headers
             .iter()
@@ -262,6 +280,12 @@ impl PartitionLog {
             .append(&batches, &headers, config.index_interval_bytes, now)?;
         writer.next_offset = next;
         writer.producers.record(&headers);
+        {
+            let mut txns = self.txns.write();
+            for header in &headers {
+                txns.on_data(header);
+            }
+        }
         let log_start_offset = {
             let mut view = self.view.write();
             view.log_end = next;
@@ -339,94 +363,6 @@ impl PartitionLog {
         self.flush_to(self.log_end_offset())
     }
 
-    /// Reads whole batches starting with the one containing `offset`, below the high watermark only.
-    /// Stops before a batch that would take the result past `max_bytes`, except that with `min_one`
-    /// the first batch is returned whatever its size. `offset` equal to the high watermark gives no
-    /// records; outside `[log start, high watermark]` it is [`Error::OffsetOutOfRange`].
-    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<ReadResult> {
-        let (segments, durable, log_start) = self.snapshot_from(offset, |v| v.durable.end)?;
-        let mut result = ReadResult {
-            records: Vec::new(),
-            high_watermark: durable.end,
-            log_start_offset: log_start,
-        };
-        if offset == durable.end {
-            return Ok(result);
-        }
-        let records = &mut result.records;
-        for (k, segment) in segments.iter().enumerate() {
-            let room = max_bytes.saturating_sub(records.len());
-            let must_take_one = min_one && records.is_empty();
-            if room < BATCH_HEADER_LEN && !must_take_one {
-                break;
-            }
-            let limit = durable.readable_len(segment);
-            if limit == 0 {
-                if segment.base_offset() >= durable.segment_base {
-                    break;
-                }
-                continue;
-            }
-            // Later segments are read from their start; the index finds the position in the first.
-            let target = if k == 0 {
-                offset
-            } else {
-                segment.base_offset()
-            };
-            let Some((start, first)) = segment.find_batch(target, limit)? else {
-                continue;
-            };
-            let available = (limit - start) as usize;
-            let mut want = available.min(room);
-            if must_take_one {
-                want = want.max(first.total_len());
-            }
-            if want < first.total_len() {
-                break;
-            }
-            let old = records.len();
-            segment.read_into(start, want, records)?;
-            let whole = batch::whole_batches_len(&records[old..]);
-            records.truncate(old + whole);
-            if whole < available {
-                break;
-            }
-        }
-        Ok(result)
-    }
-
-    /// Under the view lock: checks `offset` against `[log start, end(view)]` and returns the segments
-    /// from the one containing `offset` onwards, the durable point and the log start.
-    fn snapshot_from(
-        &self,
-        offset: i64,
-        end: impl Fn(&View) -> i64,
-    ) -> Result<(Vec<Arc<Segment>>, DurablePoint, i64)> {
-        let view = self.view.read();
-        let end = end(&view);
-        if offset < view.log_start || offset > end {
-            return Err(Error::OffsetOutOfRange {
-                requested: offset,
-                start: view.log_start,
-                end,
-            });
-        }
-        let index = view
-            .segments
-            .partition_point(|s| s.base_offset() <= offset)
-            .saturating_sub(1);
-        Ok((
-            view.segments[index..].to_vec(),
-            view.durable,
-            view.log_start,
-        ))
-    }
-
-    fn snapshot(&self) -> (Vec<Arc<Segment>>, DurablePoint) {
-        let view = self.view.read();
-        (view.segments.clone(), view.durable)
-    }
-
     /// The first offset of the log.
     pub fn log_start_offset(&self) -> i64 {
         self.view.read().log_start
@@ -442,52 +378,6 @@ impl PartitionLog {
         self.view.read().log_end
     }
 
-    /// The first durable batch whose max timestamp is at least `timestamp`, as (its base offset, its
-    /// max timestamp); `None` if there is none (ListOffsets by timestamp).
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
-        let (segments, durable) = self.snapshot();
-        for segment in &segments {
-            let limit = durable.readable_len(segment);
-            if limit == 0
-                || segment
-                    .max_timestamp()
-                    .is_none_or(|(max, _)| max < timestamp)
-            {
-                continue;
-            }
-            if let Some(header) = segment.find_timestamp(timestamp, limit)? {
-                return Ok(Some((header.base_offset, header.max_timestamp)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The durable batch with the largest max timestamp, as (its base offset, that timestamp); the
-    /// earliest one on ties. `None` for an empty log (ListOffsets MAX_TIMESTAMP).
-    pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>> {
-        let (segments, durable) = self.snapshot();
-        let mut best: Option<(i64, i64)> = None;
-        let mut consider = |offset: i64, timestamp: i64| {
-            if best.is_none_or(|(_, t)| timestamp > t) {
-                best = Some((offset, timestamp));
-            }
-        };
-        for segment in &segments {
-            let limit = durable.readable_len(segment);
-            match segment.max_timestamp() {
-                _ if limit == 0 => {}
-                Some((timestamp, offset)) if offset < durable.end => consider(offset, timestamp),
-                // The maximum is not durable yet: look at the durable part of the segment only.
-                Some(_) => segment.scan_headers(0, limit, |_, h| {
-                    consider(h.base_offset, h.max_timestamp);
-                    ControlFlow::Continue(())
-                })?,
-                None => {}
-            }
-        }
-        Ok(best)
-    }
-
     /// The partition's current configuration.
     pub fn config(&self) -> LogConfig {
         self.config.read().clone()
@@ -498,6 +388,12 @@ impl PartitionLog {
         *self.config.write() = config;
     }
 
+    /// The last stable offset: what `read_committed` consumers may read (see `crate::transactions`).
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.txns.read().last_stable_offset(hw)
+    }
+
     /// How many idempotent producer ids this partition keeps sequence state for.
     pub fn producer_count(&self) -> usize {
         self.writer.lock().producers.len()
@@ -506,29 +402,6 @@ impl PartitionLog {
     /// Bytes of all segment files.
     pub fn size_bytes(&self) -> u64 {
         self.view.read().segments.iter().map(|s| s.size()).sum()
-    }
-
-    /// Headers of every written batch from the one containing `offset` to the log end, for tools
-    /// and tests. `offset` outside `[log start, log end]` is [`Error::OffsetOutOfRange`].
-    pub fn batch_headers_from(&self, offset: i64) -> Result<Vec<BatchHeader>> {
-        let (segments, _, _) = self.snapshot_from(offset, |v| v.log_end)?;
-        let mut headers = Vec::new();
-        for (k, segment) in segments.iter().enumerate() {
-            let limit = segment.size();
-            let start = if k == 0 {
-                match segment.find_batch(offset, limit)? {
-                    Some((pos, _)) => pos,
-                    None => continue,
-                }
-            } else {
-                0
-            };
-            segment.scan_headers(start, limit, |_, h| {
-                headers.push(*h);
-                ControlFlow::Continue(())
-            })?;
-        }
-        Ok(headers)
     }
 
     /// Stops all further appends: called when the topic is deleted, so that a holder of this log

@@ -48,6 +48,7 @@ impl PartitionLog {
             let deleted: Vec<_> = view.segments.drain(..count).collect();
             // Never backwards: DeleteRecords may have put it inside the first remaining segment.
             view.log_start = view.log_start.max(view.segments[0].base_offset());
+            self.txns.write().truncate_before(view.log_start);
             deleted
         };
         for segment in &deleted {

@@ -27,6 +27,12 @@ pub fn producer_batch(producer_id: i64, epoch: i16, base_sequence: i32, records:
     encode_batch(records, 10, 1000, (producer_id, epoch, base_sequence))
 }
 
+/// Like [`producer_batch`], with the transactional bit set.
+#[track_caller]
+pub fn txn_batch(producer_id: i64, epoch: i16, base_sequence: i32, records: usize) -> Vec<u8> {
+    encode(records, 10, 1000, (producer_id, epoch, base_sequence), true)
+}
+
 /// One batch; `producer` is (producer id, epoch, base sequence), which the encoder takes from the
 /// first record.
 #[track_caller]
@@ -34,12 +40,23 @@ fn encode_batch(
     records: usize,
     value_len: usize,
     timestamp: i64,
+    producer: (i64, i16, i32),
+) -> Vec<u8> {
+    encode(records, value_len, timestamp, producer, false)
+}
+
+#[track_caller]
+fn encode(
+    records: usize,
+    value_len: usize,
+    timestamp: i64,
     (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+    transactional: bool,
 ) -> Vec<u8> {
     assert!(records > 0);
     let records: Vec<Record> = (0..records)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 7,

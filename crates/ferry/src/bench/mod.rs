@@ -14,6 +14,7 @@ mod live;
 mod produce;
 mod read_side;
 mod signup;
+mod txn;
 mod up;
 
 use std::io::{IsTerminal, Write};
@@ -136,6 +137,13 @@ pub struct ProduceBenchArgs {
     /// Runs of the disk measurement; their median is compared.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     disk_runs: u64,
+    /// Also send the same load in Kafka transactions (after the plain run, to another topic) and
+    /// print messages/s and commit latency beside the plain figure.
+    #[arg(long)]
+    transactional: bool,
+    /// Messages per transaction with `--transactional`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    txn_messages: u64,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +194,8 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
         compare_disk,
         disk_mb,
         disk_runs,
+        transactional,
+        txn_messages,
     } = args;
     let broker = RunningBroker::start(&target).await?;
     let rate_text = rate
@@ -209,6 +219,14 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
     let report = {
         let (brokers, load) = (broker.brokers.clone(), load.clone());
         blocking(move || produce::produce(&brokers, &topic, &load, rate)).await
+    };
+    let txn_report = match (transactional, &report) {
+        (true, Ok(_)) => {
+            let topic = create_bench_topic(&broker.brokers, load.partitions).await?;
+            let (brokers, load) = (broker.brokers.clone(), load.clone());
+            Some(blocking(move || txn::produce(&brokers, &topic, &load, txn_messages)).await)
+        }
+        _ => None,
     };
     broker.stop().await?;
     let report = report?;
@@ -237,6 +255,21 @@ async fn bench_produce(args: ProduceBenchArgs) -> anyhow::Result<()> {
             "ratio:    {:.1}% of the disk's fsynced write bandwidth ({mb_per_s:.1} / {:.1} MB/s)",
             100.0 * mb_per_s / disk.mb_per_s(),
             disk.mb_per_s()
+        );
+    }
+    if let Some(txn_report) = txn_report {
+        let t = txn_report?;
+        let ms = |q: f64| t.commit_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "transactional: {} messages in {} transactions of {txn_messages}: {} messages/s ({:.0}% of the plain {} messages/s); commit p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            thousands(t.messages),
+            thousands(t.transactions),
+            thousands(t.messages_per_s() as u64),
+            100.0 * t.messages_per_s() / report.messages_per_s(),
+            thousands(report.messages_per_s() as u64),
+            ms(0.5),
+            ms(0.99),
+            t.commit_us.max() as f64 / 1000.0
         );
     }
     if let Some(error) = report.first_error {

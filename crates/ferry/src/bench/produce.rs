@@ -74,7 +74,7 @@ impl ProducerContext for LatencyContext {
     }
 }
 
-fn producer_config(brokers: &str, load: &Load) -> ClientConfig {
+pub(super) fn producer_config(brokers: &str, load: &Load) -> ClientConfig {
     let mut config = kafka::client_config(brokers);
     config
         .set("acks", load.acks.as_config())

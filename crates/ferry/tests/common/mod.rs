@@ -145,6 +145,12 @@ impl ChildBroker {
         self.process.child.id()
     }
 
+    /// Whether one of the last lines of the broker's log contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        let tail = self.process.log_tail.lock().unwrap();
+        tail.iter().any(|line| line.contains(needle))
+    }
+
     /// SIGKILL: no shutdown, no flush; whatever the broker had not made durable is lost.
     pub fn kill(mut self) {
         self.process.child.kill().expect("kill");
