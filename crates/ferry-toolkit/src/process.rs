@@ -98,7 +98,11 @@ impl Writes {
             metrics::dead_lettered(topic, type_name, reason.as_str());
         }
         if !self.letters.is_empty() {
-            tracing::info!(letters = self.letters.len(), group, "dead letters committed");
+            tracing::info!(
+                letters = self.letters.len(),
+                group,
+                "dead letters committed"
+            );
         }
     }
 }
@@ -364,7 +368,10 @@ impl Processor {
             }
             // Earlier messages' letters do not wait out this one's backoff (in exactly-once
             // mode they wait for the batch's transaction instead).
-            if !self.transactional && !letters.is_empty() && self.flush(letters, stop).await.is_err() {
+            if !self.transactional
+                && !letters.is_empty()
+                && self.flush(letters, stop).await.is_err()
+            {
                 return Outcome::Abandoned;
             }
             let delay = self.retry.delay(attempt, &mut rand::rng());

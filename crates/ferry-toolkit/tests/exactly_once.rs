@@ -183,9 +183,16 @@ async fn outputs_dead_letters_and_offsets_commit_together() -> anyhow::Result<()
     )?;
     let outputs = committed_at_least(&b, &output, 23).await;
     let seen = counts(&outputs);
-    assert_eq!(seen.len(), 23, "every good and flaky input has an output: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        23,
+        "every good and flaky input has an output: {seen:?}"
+    );
     assert!(seen.values().all(|n| *n == 1), "exactly one each: {seen:?}");
-    assert!(!seen.contains_key("g023") && !seen.contains_key("g024"), "poison has no output");
+    assert!(
+        !seen.contains_key("g023") && !seen.contains_key("g024"),
+        "poison has no output"
+    );
 
     let dlq = format!("{input}.dlq");
     let letters = committed_at_least(&b, &dlq, 3).await;
@@ -202,7 +209,11 @@ async fn outputs_dead_letters_and_offsets_commit_together() -> anyhow::Result<()
             ("junk".to_owned(), "undecodable".to_owned()),
         ]
     );
-    assert!(letters.iter().all(|l| l.headers["ferry-dlq-group"] == group));
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.headers["ferry-dlq-group"] == group)
+    );
 
     // The group's offsets reached the end of every input partition, through the transactions.
     let admin = Admin::new(&config)?;
@@ -213,7 +224,10 @@ async fn outputs_dead_letters_and_offsets_commit_together() -> anyhow::Result<()
         if offsets.len() == 2 && offsets.iter().all(|o| o.lag == 0) && total == 26 {
             break;
         }
-        assert!(Instant::now() < deadline, "offsets not committed: {offsets:?}");
+        assert!(
+            Instant::now() < deadline,
+            "offsets not committed: {offsets:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -242,7 +256,10 @@ async fn second_instance_with_the_same_transactional_id_fences_the_first() -> an
         &config,
         publisher.clone(),
     )?;
-    wait_for("the first instance's assignment", || first.assignment().len() == 2).await;
+    wait_for("the first instance's assignment", || {
+        first.assignment().len() == 2
+    })
+    .await;
     publish(&publisher, &input, 0..10, "hello").await;
     assert_eq!(committed_at_least(&b, &output, 10).await.len(), 10);
     assert!(first.failure().is_none());
@@ -253,10 +270,16 @@ async fn second_instance_with_the_same_transactional_id_fences_the_first() -> an
         &config,
         publisher.clone(),
     )?;
-    wait_for("the second instance to join", || !second.assignment().is_empty()).await;
+    wait_for("the second instance to join", || {
+        !second.assignment().is_empty()
+    })
+    .await;
     // Keys over both partitions: the first instance, still holding one, tries a transaction.
     publish(&publisher, &input, 10..40, "hello").await;
-    wait_for("the first instance to be fenced", || first.failure().is_some()).await;
+    wait_for("the first instance to be fenced", || {
+        first.failure().is_some()
+    })
+    .await;
     let failure = first.failure().unwrap().to_owned();
     assert!(failure.contains(&transactional_id), "{failure}");
 
@@ -265,8 +288,10 @@ async fn second_instance_with_the_same_transactional_id_fences_the_first() -> an
     let seen = counts(&outputs);
     assert_eq!(seen.len(), 40, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "exactly one each: {seen:?}");
-    wait_for("the second instance to own both partitions", || second.assignment().len() == 2)
-        .await;
+    wait_for("the second instance to own both partitions", || {
+        second.assignment().len() == 2
+    })
+    .await;
     assert!(second.failure().is_none());
 
     first.shutdown().await;

@@ -70,18 +70,26 @@ pub fn router(settings: &Settings) -> Router {
     let output = settings.output.clone();
     Router::new(settings.group.clone())
         .subscribe(settings.input.clone())
-        .handle(handler_fn(move |order: OrderPlaced, ctx: MessageContext| {
-            let output = output.clone();
-            async move {
-                if order.items.is_empty() {
-                    return Err(HandlerError::permanent("an order without items"));
-                }
-                let total = order.items.iter().sum();
-                ctx.publish(&output, OrderPriced { id: order.id, total })
+        .handle(handler_fn(
+            move |order: OrderPlaced, ctx: MessageContext| {
+                let output = output.clone();
+                async move {
+                    if order.items.is_empty() {
+                        return Err(HandlerError::permanent("an order without items"));
+                    }
+                    let total = order.items.iter().sum();
+                    ctx.publish(
+                        &output,
+                        OrderPriced {
+                            id: order.id,
+                            total,
+                        },
+                    )
                     .await?;
-                Ok(())
-            }
-        }))
+                    Ok(())
+                }
+            },
+        ))
         .retry(RetryPolicy {
             initial: Duration::from_millis(50),
             max_attempts: 3,

@@ -39,8 +39,7 @@ async fn main() -> anyhow::Result<()> {
         .set_consumer("session.timeout.ms", "6000")
         .set_consumer("heartbeat.interval.ms", "500");
     let router = toolkit_eos::start(&settings, &kafka)?;
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut check = tokio::time::interval(std::time::Duration::from_millis(200));
     loop {
         tokio::select! {

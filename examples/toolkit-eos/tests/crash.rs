@@ -62,7 +62,10 @@ fn keys(bootstrap: &str, topic: &str, isolation: &str) -> Vec<String> {
     let mut at_end = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while at_end.len() < PARTITIONS as usize {
-        assert!(Instant::now() < deadline, "{isolation} reader did not reach the end");
+        assert!(
+            Instant::now() < deadline,
+            "{isolation} reader did not reach the end"
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 at_end.remove(&m.partition());
@@ -177,7 +180,10 @@ async fn killed_between_produce_and_commit_then_restarted_outputs_each_input_onc
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        assert!(Instant::now() < deadline, "the service did not abort itself");
+        assert!(
+            Instant::now() < deadline,
+            "the service did not abort itself"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.signal(), Some(6), "aborted (SIGABRT): {status:?}");
@@ -203,7 +209,11 @@ async fn killed_between_produce_and_commit_then_restarted_outputs_each_input_onc
     // Second run: fences the dead instance's transaction and redoes the work.
     let mut second = Reaper(Some(service(&bootstrap, false)));
     let outputs = committed_outputs(&bootstrap, FIRST).await;
-    assert_eq!(outputs.len(), FIRST, "every first input priced: {outputs:?}");
+    assert_eq!(
+        outputs.len(),
+        FIRST,
+        "every first input priced: {outputs:?}"
+    );
     const MORE: usize = 20;
     publish(&publisher, FIRST, FIRST + MORE).await;
     let outputs = committed_outputs(&bootstrap, FIRST + MORE).await;
@@ -227,14 +237,22 @@ async fn killed_between_produce_and_commit_then_restarted_outputs_each_input_onc
         )
     })
     .await?;
-    assert_eq!(all_committed.len(), FIRST + MORE, "no duplicate committed later");
+    assert_eq!(
+        all_committed.len(),
+        FIRST + MORE,
+        "no duplicate committed later"
+    );
     assert_eq!(
         all_uncommitted.len(),
         FIRST + MORE + aborted.len(),
         "read_uncommitted sees the aborted copies too"
     );
     for key in &aborted {
-        assert_eq!(seen.get(key), Some(&1), "{key}: aborted copy, then exactly one committed");
+        assert_eq!(
+            seen.get(key),
+            Some(&1),
+            "{key}: aborted copy, then exactly one committed"
+        );
     }
 
     if let Some(mut child) = second.0.take() {

@@ -228,7 +228,13 @@ async fn commit_transaction(
         {
             Ok(()) => {
                 writes.committed(shared.processor.group());
-                tracing::debug!(topic, partition, next, records = writes.messages.len(), "transaction committed");
+                tracing::debug!(
+                    topic,
+                    partition,
+                    next,
+                    records = writes.messages.len(),
+                    "transaction committed"
+                );
                 return true;
             }
             Err(TxnError::Fatal(e)) => {
