@@ -18,6 +18,10 @@
 //!   attempt count in headers ([`dlq`]); a record that cannot be decoded goes there at once.
 //!   Letters are sent in batches, committed once acknowledged. [`kafka::redrive`] sends them
 //!   back, each to the consumer group that failed it (the other groups skip it).
+//! - Exactly-once on Kafka ([`Router::exactly_once`]): for handlers whose only effects are
+//!   Kafka messages, each batch's published messages, dead letters and consumed offsets commit
+//!   in one Kafka transaction, so a crash never duplicates or loses an output. Database effects
+//!   are made exactly-once with the outbox and inbox instead (below).
 //! - [`Requester`] does request/reply with correlation ids over a reply topic.
 //! - A message type declares which of its fields are secrets
 //!   ([`Message::SENSITIVE_FIELDS`]); [`redact`] removes them, and any field named like a

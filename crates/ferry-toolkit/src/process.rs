@@ -21,6 +21,12 @@
 //! one-message form (a batch of one, flushed at once) for transports that settle each message
 //! on its own (AMQP).
 //!
+//! In exactly-once mode ([`Router::exactly_once`]) nothing is sent from here: each handler
+//! attempt gets a [`MessageContext`] whose publisher only captures, a successful attempt's
+//! captured messages are queued in the [`LetterBatch`] beside the dead letters, and the Kafka
+//! worker produces them all in the batch's transaction (`crate::kafka::eos`). A failed attempt's
+//! captures are dropped, so a retry never duplicates an output and needs no abort.
+//!
 //! A message re-driven from a dead-letter topic names the group that is to handle it
 //! (`ferry-redrive-group`, see [`crate::dlq`]); where every group reads every message (Kafka), a
 //! router of another group skips it, so a re-drive reaches only the group that failed it.
@@ -31,6 +37,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -42,7 +49,7 @@ use crate::ops::metrics;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
 use crate::router::{ErasedHandler, Router};
-use crate::transport::{IncomingMessage, OutgoingMessage};
+use crate::transport::{IncomingMessage, OutgoingMessage, Receipt, SendError, Sender};
 
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +73,38 @@ impl Outcome {
     }
 }
 
-/// Dead letters built but not sent yet, each with the offset of the message it parks.
+/// Dead letters built but not sent yet, each with the offset of the message it parks; in
+/// exactly-once mode also the handlers' captured outputs, in order.
 #[derive(Debug, Default)]
 pub(crate) struct LetterBatch {
     letters: Vec<Letter>,
+    outputs: Vec<OutgoingMessage>,
+}
+
+/// Everything a batch writes in its transaction (exactly-once mode), from
+/// [`LetterBatch::take_writes`].
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    /// Handler outputs in the order they were published, then dead letters in offset order.
+    pub(crate) messages: Vec<OutgoingMessage>,
+    /// (topic, type, reason) of each dead letter, counted once the transaction commits.
+    letters: Vec<(String, String, Reason)>,
+}
+
+impl Writes {
+    /// Counts the dead letters: call once the transaction holding them committed.
+    pub(crate) fn committed(&self, group: &str) {
+        for (topic, type_name, reason) in &self.letters {
+            metrics::dead_lettered(topic, type_name, reason.as_str());
+        }
+        if !self.letters.is_empty() {
+            tracing::info!(
+                letters = self.letters.len(),
+                group,
+                "dead letters committed"
+            );
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -105,6 +140,33 @@ impl LetterBatch {
     fn take(&mut self) -> Vec<Letter> {
         mem::take(&mut self.letters)
     }
+
+    /// Takes the captured outputs and the dead letters, for one transaction.
+    pub(crate) fn take_writes(&mut self) -> Writes {
+        let mut messages = mem::take(&mut self.outputs);
+        let mut letters = Vec::with_capacity(self.letters.len());
+        for letter in self.take() {
+            messages.push(letter.letter);
+            letters.push((letter.topic, letter.type_name, letter.reason));
+        }
+        Writes { messages, letters }
+    }
+}
+
+/// The sender behind a handler's context in exactly-once mode: it keeps what the handler
+/// publishes, for the transaction, and sends nothing.
+#[derive(Debug, Default, Clone)]
+struct Capture {
+    sent: Arc<parking_lot::Mutex<Vec<OutgoingMessage>>>,
+}
+
+#[async_trait]
+impl Sender for Capture {
+    async fn send(&self, message: OutgoingMessage) -> Result<Receipt, SendError> {
+        self.sent.lock().push(message);
+        // Where it lands is known only once the transaction produced it.
+        Ok(Receipt::default())
+    }
 }
 
 /// A flush that could not send every letter before the router stopped; the letters not sent
@@ -125,6 +187,9 @@ pub(crate) struct Processor {
     /// group receives every message (Kafka), false where routers compete for a queue's
     /// messages (AMQP), since skipping there would drop the message.
     addressed_redrives: bool,
+    /// Exactly-once mode: handlers' publishes are captured into the batch, letters are never
+    /// flushed from here.
+    transactional: bool,
 }
 
 impl Processor {
@@ -140,7 +205,18 @@ impl Processor {
             retry: router.retry.clone(),
             publisher,
             addressed_redrives,
+            transactional: router.transactional_id.is_some(),
         }
+    }
+
+    /// The consumer group.
+    pub(crate) fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The retry policy (exactly-once mode also paces transaction retries with it).
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// Processes one message to its end, its dead letter (if any) sent and acknowledged before
@@ -238,6 +314,11 @@ impl Processor {
         let type_name = envelope.type_name.clone();
         let mut attempt = 1;
         loop {
+            let capture = self.transactional.then(Capture::default);
+            let publisher = match &capture {
+                Some(capture) => Publisher::new(capture.clone()),
+                None => self.publisher.clone(),
+            };
             let ctx = MessageContext::new(
                 envelope.clone(),
                 message.topic.clone(),
@@ -245,11 +326,17 @@ impl Processor {
                 message.offset,
                 attempt,
                 trace,
-                self.publisher.clone(),
+                publisher,
             );
             let started = Instant::now();
             let error = match self.attempt(handler.as_ref(), message, &ctx).await {
                 Attempt::Ok => {
+                    if let Some(capture) = capture {
+                        // A handler that spawned a task holding the context could still
+                        // publish; what it publishes after returning is not part of the
+                        // message's effects, so only what is there now is taken.
+                        letters.outputs.append(&mut capture.sent.lock());
+                    }
                     metrics::handled(&message.topic, &type_name, started.elapsed());
                     tracing::debug!(attempt, "handled");
                     return Outcome::Handled;
@@ -279,8 +366,12 @@ impl Processor {
                     letters,
                 );
             }
-            // Earlier messages' letters do not wait out this one's backoff.
-            if !letters.is_empty() && self.flush(letters, stop).await.is_err() {
+            // Earlier messages' letters do not wait out this one's backoff (in exactly-once
+            // mode they wait for the batch's transaction instead).
+            if !self.transactional
+                && !letters.is_empty()
+                && self.flush(letters, stop).await.is_err()
+            {
                 return Outcome::Abandoned;
             }
             let delay = self.retry.delay(attempt, &mut rand::rng());

@@ -39,6 +39,8 @@ pub struct Router {
     pub(crate) handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
     pub(crate) retry: RetryPolicy,
     pub(crate) health: Health,
+    /// The transactional id when the router runs exactly-once (see [`Router::exactly_once`]).
+    pub(crate) transactional_id: Option<String>,
 }
 
 impl fmt::Debug for Router {
@@ -50,6 +52,7 @@ impl fmt::Debug for Router {
             .field("topics", &self.topics)
             .field("types", &types)
             .field("retry", &self.retry)
+            .field("transactional_id", &self.transactional_id)
             .finish()
     }
 }
@@ -63,6 +66,7 @@ impl Router {
             handlers: HashMap::new(),
             retry: RetryPolicy::default(),
             health: Health::new(),
+            transactional_id: None,
         }
     }
 
@@ -97,6 +101,41 @@ impl Router {
     pub fn retry(mut self, policy: RetryPolicy) -> Router {
         self.retry = policy;
         self
+    }
+
+    /// Runs the router exactly-once on Kafka: each batch of a partition's messages is one Kafka
+    /// transaction holding every message its handlers published (through the
+    /// [`MessageContext`]), its dead letters and the consumed offsets
+    /// (`send_offsets_to_transaction`), committed together or not at all. A crash or a
+    /// rebalance at any point leaves either the whole batch's effects or none of them, so a
+    /// `read_committed` reader of the outputs sees each output exactly once.
+    ///
+    /// Only for handlers whose *only* effects are Kafka messages published through the
+    /// context: a handler attempt may run more than once (an aborted transaction is retried),
+    /// so a database write or an HTTP call in it is not exactly-once. For those, keep the normal
+    /// mode and the outbox/inbox ([`crate::sql`]). Readers of the outputs must use
+    /// `isolation.level=read_committed` (a `read_uncommitted` reader also sees aborted writes).
+    ///
+    /// `transactional_id` must be unique among the running instances and stable across restarts
+    /// of one instance (e.g. `<group>-<pod ordinal>`): a restarted instance then fences its
+    /// previous incarnation and aborts its open transaction at once, instead of the broker
+    /// waiting out `transaction.timeout.ms`. Correctness across instances does not depend on it:
+    /// offsets are committed with the consumer's group metadata (KIP-447), so a member that
+    /// lost its partitions cannot commit for them.
+    ///
+    /// Published messages are buffered until the handler returns `Ok` and produced in the
+    /// transaction afterwards, so a failed attempt's messages are simply dropped and a
+    /// publish through the context returns a [`crate::Receipt`] without partition or offset.
+    /// Dead letters are produced in the same transaction as the batch's outputs and offsets.
+    /// Kafka only: the AMQP transport refuses such a router.
+    pub fn exactly_once(mut self, transactional_id: impl Into<String>) -> Router {
+        self.transactional_id = Some(transactional_id.into());
+        self
+    }
+
+    /// The transactional id, if the router runs exactly-once.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.transactional_id.as_deref()
     }
 
     /// Reports readiness (broker reachable, group joined) into `health`.

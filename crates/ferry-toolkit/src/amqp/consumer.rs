@@ -83,6 +83,14 @@ pub fn start_router(
             router.group
         )));
     }
+    if router.transactional_id.is_some() {
+        // AMQP has no transactions spanning a consume and publishes; silently running the
+        // router at-least-once would break the promise its author asked for.
+        return Err(Error::Config(format!(
+            "router {:?} is exactly-once, which only the Kafka transport supports",
+            router.group
+        )));
+    }
     router.retry.validate().map_err(Error::Config)?;
     config.connect_backoff.validate().map_err(Error::Config)?;
     if router.handlers.is_empty() {

@@ -15,6 +15,13 @@
 //! message was handled, skipped or dead-lettered (its dead letter acknowledged). On revoke and on shutdown the last offsets
 //! are committed synchronously before the partitions are let go.
 //!
+//! Exactly-once mode ([`Router::exactly_once`], `eos.rs`): the start-up task also registers the
+//! router's transactional producer (`init_transactions`, which fences an older instance with the
+//! same id) before subscribing; workers commit each batch in a transaction instead of with
+//! `commit`, so nothing is committed on revoke or shutdown beyond what their transactions did.
+//! The consumer reads with `isolation.level=read_committed`. A fatal producer error (fenced)
+//! stops the router and is reported by [`RouterHandle::failure`].
+//!
 //! Graceful shutdown ([`RouterHandle::shutdown`]): workers stop taking messages, finish the one
 //! in hand (a message in retry backoff is left uncommitted, to be delivered again), the final
 //! offsets are committed, and the consumer closes, leaving the group.
@@ -37,6 +44,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::eos::Transactions;
 use super::{
     KafkaConfig, log_client_error, log_librdkafka, partition, probe_blocking, wait_until_reachable,
 };
@@ -57,7 +65,9 @@ pub struct RouterHandle {
 }
 
 /// Starts `router` against Kafka and returns at once: the router connects in the background.
-/// Dead letters and handler follow-ups go through `publisher`.
+/// Dead letters and handler follow-ups go through `publisher`; in exactly-once mode
+/// ([`Router::exactly_once`]) they go through the router's own transactional producer instead
+/// (made from `config`), and `publisher` is not used.
 ///
 /// Must be called within a tokio runtime.
 pub fn start_router(
@@ -72,6 +82,16 @@ pub fn start_router(
         )));
     }
     router.retry.validate().map_err(Error::Config)?;
+    let transactions = match &router.transactional_id {
+        Some(id) if id.is_empty() => {
+            return Err(Error::Config(format!(
+                "router {:?}: the transactional id is empty",
+                router.group
+            )));
+        }
+        Some(id) => Some(Arc::new(Transactions::new(config, id)?)),
+        None => None,
+    };
     if router.handlers.is_empty() {
         tracing::warn!(group = %router.group, "router has no handlers: every message will be skipped");
     }
@@ -97,8 +117,15 @@ pub fn start_router(
         consumer: OnceLock::new(),
         broker,
         group_check: group,
+        transactions,
+        failure: OnceLock::new(),
     });
     let mut client_config = config.consumer_config(&router.group);
+    if shared.transactions.is_some() {
+        // Inputs written by an aborted transaction (an upstream exactly-once service that
+        // crashed) must not be handled.
+        client_config.set("isolation.level", "read_committed");
+    }
     if !config.client.contains_key("statistics.interval.ms")
         && !config.consumer.contains_key("statistics.interval.ms")
     {
@@ -121,6 +148,13 @@ pub fn start_router(
             return;
         }
         shared.broker.ready();
+        if let Some(transactions) = &shared.transactions
+            && let Err(e) = init_transactions(transactions, &config, &shared).await
+        {
+            shared.fail(&format!("cannot register the transactional producer: {e}"));
+            let _ = done_tx.send(());
+            return;
+        }
         let (c, topics) = (consumer.clone(), shared.topics.clone());
         let _ = tokio::task::spawn_blocking(move || ensure_topics(&c, &topics)).await;
         let topics: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
@@ -166,6 +200,13 @@ impl RouterHandle {
         }
     }
 
+    /// Why the router stopped by itself, if it did: in exactly-once mode, a fatal producer error
+    /// (another instance with the same transactional id fenced this one) or a transactional
+    /// producer that could not be registered.
+    pub fn failure(&self) -> Option<&str> {
+        self.shared.failure.get().map(String::as_str)
+    }
+
     /// Whether the broker is reachable and the group joined.
     pub fn is_ready(&self) -> bool {
         self.shared.broker.is_ready() && self.shared.group_check.is_ready()
@@ -205,6 +246,10 @@ pub(super) struct Shared {
     consumer: OnceLock<Weak<BaseConsumer<RouterContext>>>,
     broker: Check,
     group_check: Check,
+    /// The transactional producer, in exactly-once mode.
+    pub(super) transactions: Option<Arc<Transactions>>,
+    /// Set once when the router stops by itself.
+    failure: OnceLock<String>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -222,6 +267,15 @@ struct Worker {
 }
 
 impl Shared {
+    /// Stops the router because it cannot go on; the first reason is kept.
+    pub(super) fn fail(&self, reason: &str) {
+        if self.failure.set(reason.to_owned()).is_ok() {
+            tracing::error!(group = %self.group, reason, "router stopping: cannot go on");
+        }
+        self.group_check.not_ready(reason.to_owned());
+        self.stop.cancel();
+    }
+
     pub(super) fn done_offset(&self, key: &TopicPartition) -> Option<i64> {
         self.done.lock().get(key).copied()
     }
@@ -327,6 +381,36 @@ impl Shared {
                     "final commit failed; messages after the group's last committed offset may be delivered again"
                 ),
             }
+        }
+    }
+}
+
+/// Registers the transactional producer, retrying with the connect backoff while the
+/// coordinator is not available; a fatal error (fenced while registering) is not retried.
+async fn init_transactions(
+    transactions: &Transactions,
+    config: &KafkaConfig,
+    shared: &Shared,
+) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match transactions.init().await {
+            Ok(()) => {
+                tracing::info!(group = %shared.group, transactional_id = transactions.transactional_id(), "transactional producer registered");
+                return Ok(());
+            }
+            Err(Error::Kafka(KafkaError::Transaction(e)))
+                if !e.is_fatal() && config.connect_backoff.retries_after(attempt) =>
+            {
+                let delay = config.connect_backoff.delay(attempt, &mut rand::rng());
+                tracing::warn!(group = %shared.group, error = %e, retry_in = ?delay, "cannot register the transactional producer yet");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shared.stop.cancelled() => return Err(Error::Stopped),
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`KafkaSender`]: the idempotent, acks=all producer behind [`crate::Publisher`].
 //! - [`start_router`]: runs a [`crate::Router`] as a consumer-group member (see `consumer.rs`
-//!   for the threads).
+//!   for the threads); a router made [`exactly_once`](crate::Router::exactly_once) commits each
+//!   batch's outputs, dead letters and offsets in one Kafka transaction (`eos.rs`).
 //! - [`start_requester`]: the reply side of request/reply.
 //! - [`redrive`]: sends dead letters back to their topics, each to the group that failed it.
 //! - [`wait_for_broker`]: start-up backoff, one log line per attempt.
@@ -14,6 +15,7 @@
 
 mod admin;
 mod consumer;
+mod eos;
 mod partition;
 mod redrive;
 mod reply;
@@ -36,6 +38,7 @@ pub use admin::{
     assignment,
 };
 pub use consumer::{RouterHandle, start_router};
+pub use eos::CRASH_BEFORE_COMMIT_ENV;
 pub use redrive::{RedriveReport, redrive, redrive_group};
 pub use reply::start_requester;
 pub use sender::KafkaSender;

@@ -12,6 +12,11 @@
 //! sent one by one (see `crate::process`): at the end of the batch they go out together, and
 //! the batch is committed once every letter is acknowledged. While no letter waits, each
 //! handled message is committed at once, as it would be without batches.
+//!
+//! Exactly-once mode: the batch is processed the same way (handlers' publishes captured, dead
+//! letters queued), then its outputs, letters and next offset commit in one transaction
+//! (`eos.rs`). An aborted transaction is tried again with the same writes after the retry
+//! policy's backoff; handlers are not run again. A fatal producer error stops the router.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +29,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer::{RouterContext, Shared};
+use super::eos::{Transactions, TxnError};
 use crate::envelope::Headers;
-use crate::process::LetterBatch;
+use crate::process::{LetterBatch, Writes};
 use crate::transport::IncomingMessage;
 
 /// The most messages taken in one batch. A flood of 20,000 undecodable records is 20 batches:
@@ -51,6 +57,19 @@ pub(super) async fn run(
     // Called on a librdkafka thread when the queue becomes non-empty. `notify_one` keeps a
     // permit if the worker is not waiting yet, so no wake-up is lost.
     queue.set_nonempty_callback(move || notify.notify_one());
+    if let Some(transactions) = shared.transactions.clone() {
+        return run_transactional(
+            shared,
+            consumer,
+            queue,
+            ready,
+            transactions,
+            topic,
+            partition,
+            stop,
+        )
+        .await;
+    }
 
     // After a rebalance or a broker restart, the group's committed offset can lag behind what
     // this process already handled (a commit lost with the connection); do not handle those
@@ -125,6 +144,123 @@ pub(super) async fn run(
     }
     tracing::debug!(%topic, partition, ?committed, "partition worker stopped");
     committed
+}
+
+/// The exactly-once worker: one transaction per batch. Returns `None`: its offsets are committed
+/// by its transactions, never by the final commit.
+#[allow(clippy::too_many_arguments)]
+async fn run_transactional(
+    shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<RouterContext>>,
+    queue: PartitionQueue<RouterContext>,
+    ready: Arc<Notify>,
+    transactions: Arc<Transactions>,
+    topic: String,
+    partition: i32,
+    stop: CancellationToken,
+) -> Option<i64> {
+    tracing::debug!(%topic, partition, "exactly-once partition worker started");
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            message = next(&queue, &ready) => message,
+        };
+        let batch = drain(&queue, first);
+        let mut letters = LetterBatch::default();
+        let mut done_to = None;
+        let mut abandoned = false;
+        for message in batch {
+            if stop.is_cancelled() {
+                // Commit what is processed; the rest is delivered again.
+                break;
+            }
+            let outcome = shared
+                .processor
+                .process_batched(&message, &mut letters, &stop)
+                .await;
+            if !outcome.commits() {
+                abandoned = true;
+                break;
+            }
+            done_to = Some(message.offset + 1);
+        }
+        if let Some(next) = done_to {
+            let writes = letters.take_writes();
+            let committed = commit_transaction(
+                &shared,
+                &consumer,
+                &transactions,
+                (&topic, partition, next),
+                &writes,
+                &stop,
+            )
+            .await;
+            if !committed {
+                break;
+            }
+        }
+        if abandoned || stop.is_cancelled() {
+            break;
+        }
+    }
+    tracing::debug!(%topic, partition, "exactly-once partition worker stopped");
+    None
+}
+
+/// Commits one batch's transaction, trying an aborted one again until it commits or the worker
+/// stops. `false`: not committed (the batch is delivered again to whoever owns the partition
+/// next), and the worker must stop.
+async fn commit_transaction(
+    shared: &Shared,
+    consumer: &Arc<BaseConsumer<RouterContext>>,
+    transactions: &Transactions,
+    (topic, partition, next): (&str, i32, i64),
+    writes: &Writes,
+    stop: &CancellationToken,
+) -> bool {
+    let retry = shared.processor.retry();
+    let mut attempt = 1;
+    loop {
+        match transactions
+            .commit(consumer, topic, partition, next, writes)
+            .await
+        {
+            Ok(()) => {
+                writes.committed(shared.processor.group());
+                tracing::debug!(
+                    topic,
+                    partition,
+                    next,
+                    records = writes.messages.len(),
+                    "transaction committed"
+                );
+                return true;
+            }
+            Err(TxnError::Fatal(e)) => {
+                shared.fail(&format!(
+                    "transactional producer {:?} cannot go on (fenced by a newer instance?): {e}",
+                    transactions.transactional_id()
+                ));
+                return false;
+            }
+            Err(TxnError::Aborted(e)) => {
+                if stop.is_cancelled() {
+                    tracing::warn!(topic, partition, error = %e, "transaction aborted while stopping; the batch stays uncommitted");
+                    return false;
+                }
+                // The policy's attempt limit is for handlers; a transaction is retried until
+                // it commits, as dead letters are sent until they are acknowledged.
+                let delay = retry.delay(attempt, &mut rand::rng());
+                tracing::warn!(topic, partition, error = %e, retry_in = ?delay, "transaction aborted; retrying it");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return false,
+                }
+                attempt += 1;
+            }
+        }
+    }
 }
 
 /// `first` and every message already in the queue after it, within the batch limits.
