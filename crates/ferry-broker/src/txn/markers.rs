@@ -23,10 +23,26 @@ const RETRY: Duration = Duration::from_millis(500);
 /// The coordinator epoch written into markers: one coordinator, never moved.
 const COORDINATOR_EPOCH: i32 = 0;
 
+/// Test hook for the crash tests: when this environment variable is set, the broker aborts its
+/// process right after a commit decision is durable and before any marker is written, so a test
+/// can check deterministically that a restart completes the commit (a SIGKILL from outside lands
+/// in that window only by chance).
+pub const CRASH_BEFORE_MARKERS_ENV: &str = "FERRY_TEST_TXN_CRASH_BEFORE_MARKERS";
+
+fn crash_before_markers() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os(CRASH_BEFORE_MARKERS_ENV).is_some())
+}
+
 /// Runs the completion of `prepared` (a PrepareCommit or PrepareAbort metadata, already durable).
 pub async fn complete(shared: Arc<Shared>, prepared: TxnMeta) {
     debug_assert!(prepared.state.is_prepared());
     let commit = prepared.state == TxnState::PrepareCommit;
+    if commit && crash_before_markers() {
+        // The one state only a restart can finish: the decision durable, no marker written.
+        tracing::error!(transactional_id = %prepared.transactional_id, "{CRASH_BEFORE_MARKERS_ENV} is set: aborting the process before writing commit markers");
+        std::process::abort();
+    }
     join_all(
         prepared
             .partitions
