@@ -233,3 +233,38 @@ fn poll_one(consumer: &BaseConsumer, timeout: Duration) -> Option<i64> {
     }
     None
 }
+
+/// A metadata request for `__consumer_offsets` auto-created an empty ordinary topic; Kafka never
+/// auto-creates its internal topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_for_consumer_offsets_does_not_create_it() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let mut conn = TcpStream::connect(broker.bootstrap_servers())
+        .await
+        .unwrap();
+    for name in ["__consumer_offsets", "__transaction_state"] {
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(s(name)))),
+            ]))
+            .with_allow_auto_topic_creation(true);
+        let resp: MetadataResponse = call(&mut conn, ApiKey::Metadata, 9, &req).await;
+        assert_eq!(
+            resp.topics[0].error_code,
+            kafka_protocol::ResponseError::UnknownTopicOrPartition.code(),
+            "{name}"
+        );
+        let all: MetadataResponse = call(
+            &mut conn,
+            ApiKey::Metadata,
+            9,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+        assert!(all.topics.is_empty(), "{name} was created");
+    }
+    broker.shutdown().await.unwrap();
+}
