@@ -47,7 +47,9 @@ impl Shared {
         if let Some(t) = self.store.topic(name) {
             return Ok(Some(t));
         }
-        if allow && self.config.auto_create_topics {
+        // Kafka never auto-creates its internal topics: a metadata request for one must not leave
+        // an empty ordinary topic behind that lag monitors then read as the offsets topic.
+        if allow && self.config.auto_create_topics && !is_internal_topic(name) {
             let topic = self
                 .store
                 .get_or_create_topic(name, self.config.default_partitions)?;
@@ -60,4 +62,10 @@ impl Shared {
         }
         Ok(None)
     }
+}
+
+/// Kafka's internal topics (`__consumer_offsets`, `__transaction_state`): flagged internal in
+/// Metadata and never auto-created.
+pub fn is_internal_topic(name: &str) -> bool {
+    matches!(name, "__consumer_offsets" | "__transaction_state")
 }

@@ -539,22 +539,58 @@ impl Segment {
         Ok(found)
     }
 
-    /// First batch within `limit` bytes whose max timestamp is at least `timestamp`.
-    pub(crate) fn find_timestamp(&self, timestamp: i64, limit: u64) -> Result<Option<BatchHeader>> {
+    /// `(offset, timestamp)` of the first record within `limit` bytes whose timestamp is at least
+    /// `timestamp`. Headers are walked from the time index's hint; only batches whose max timestamp
+    /// qualifies are decoded (a cleaned batch may hold no record that does: the walk goes on).
+    pub(crate) fn find_timestamp(&self, timestamp: i64, limit: u64) -> Result<Option<(i64, i64)>> {
         let start = {
             let meta = self.meta.read();
             meta.offsets.lookup(meta.times.lookup(timestamp))
         };
-        let mut found = None;
-        self.scan_headers(u64::from(start).min(limit), limit, |_, header| {
-            if header.max_timestamp >= timestamp {
-                found = Some(*header);
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+        let mut found = Ok(None);
+        self.scan_headers(u64::from(start).min(limit), limit, |pos, header| {
+            if header.max_timestamp < timestamp {
+                return ControlFlow::Continue(());
+            }
+            found = self
+                .record_times(pos, header)
+                .map(|times| times.into_iter().find(|&(_, t)| t >= timestamp));
+            match found {
+                Ok(None) => ControlFlow::Continue(()),
+                _ => ControlFlow::Break(()),
             }
         })?;
-        Ok(found)
+        found
+    }
+
+    /// `(offset, timestamp)` of the first record with the largest timestamp in the batch that
+    /// contains `offset` (the batch the segment's max timestamp names), looking no further than
+    /// `limit` bytes. Falls back to the batch's first offset if no record carries that maximum
+    /// (a batch the cleaner emptied keeps its header's timestamp).
+    pub(crate) fn max_timestamp_record(
+        &self,
+        offset: i64,
+        timestamp: i64,
+        limit: u64,
+    ) -> Result<(i64, i64)> {
+        let Some((pos, header)) = self.find_batch(offset, limit)? else {
+            return Ok((offset, timestamp));
+        };
+        let times = self.record_times(pos, &header)?;
+        let best = times
+            .iter()
+            .fold(None, |best: Option<(i64, i64)>, &(o, t)| match best {
+                Some((_, bt)) if bt >= t => best,
+                _ => Some((o, t)),
+            });
+        Ok(best.unwrap_or((header.base_offset, header.max_timestamp)))
+    }
+
+    /// Reads the batch at `pos` and decodes its records' offsets and timestamps.
+    fn record_times(&self, pos: u64, header: &BatchHeader) -> Result<Vec<(i64, i64)>> {
+        let mut bytes = Vec::with_capacity(header.total_len());
+        self.read_into(pos, header.total_len(), &mut bytes)?;
+        crate::cleaner::records::record_times(header, &bytes)
     }
 
     /// Appends the bytes `pos..pos + len` of the file to `out`.

@@ -278,6 +278,25 @@ fn offset_for_timestamp_finds_the_first_batch_at_or_after_it() {
     assert_eq!(log.max_timestamp().unwrap(), Some((10, 400)));
 }
 
+/// ListOffsets MAX_TIMESTAMP and by-timestamp answered with the batch's first offset, where
+/// Kafka names the record: the maximum sits mid-batch here. (The workspace builds kafka-protocol
+/// without codecs; compressed batches are covered by the unit test of `record_times`.)
+#[test]
+fn list_offsets_max_timestamp_is_the_records_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    let none = Compression::None;
+    append_durable(&log, &batch_with_times(&[10, 20, 30], none));
+    // offsets 3..=7: the maximum (500) twice, at 5 and 7; the earliest wins.
+    append_durable(&log, &batch_with_times(&[100, 400, 500, 300, 500], none));
+    append_durable(&log, &batch_with_times(&[200, 250], none));
+    assert_eq!(log.max_timestamp().unwrap(), Some((5, 500)));
+    assert_eq!(log.offset_for_timestamp(15).unwrap(), Some((1, 20)));
+    assert_eq!(log.offset_for_timestamp(350).unwrap(), Some((4, 400)));
+    assert_eq!(log.offset_for_timestamp(450).unwrap(), Some((5, 500)));
+    assert_eq!(log.offset_for_timestamp(501).unwrap(), None);
+}
+
 #[test]
 fn timestamps_survive_reopen_of_closed_segments() {
     let dir = tempfile::tempdir().unwrap();

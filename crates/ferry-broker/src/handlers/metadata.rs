@@ -78,6 +78,7 @@ fn describe(topic: &ferry_log::Topic, version: i16) -> MetadataResponseTopic {
         .collect();
     let mut t = MetadataResponseTopic::default()
         .with_name(Some(topic_name(topic.name())))
+        .with_is_internal(crate::state::is_internal_topic(topic.name()))
         .with_partitions(partitions);
     if version >= 10 {
         t.topic_id = topic.id();

@@ -1,18 +1,22 @@
 //! Produce: validate and append each partition's batches, then answer after the fsync
-//! (acks=all) or at once (acks=1), or not at all (acks=0).
+//! (acks=all and acks=1), or not at all (acks=0).
 //!
 //! Appends run synchronously while the request is dispatched, so batches from one connection
 //! reach the log in the order they were sent. Durability is a separate step: every request's
 //! partitions are flushed through [`ferry_log::PartitionLog::flush_to`], which is a group commit,
-//! so concurrent producers share fsyncs. Consumers only see flushed data, so even acks=1/0
-//! requests start a flush in the background.
+//! so concurrent producers share fsyncs. Consumers only see flushed data (the high watermark is
+//! the durable end), so acks=1 waits for the flush too: in Kafka an acknowledged acks=1 record
+//! of a single-replica partition is below the high watermark at once (ListOffsets LATEST and a
+//! fetch include it), and answering before the flush would let a client's `seek_to_end` land
+//! before its own acknowledged record. With one broker acks=1 and acks=all are thus the same
+//! promise. acks=0 gets no answer; its flush runs in the background.
 
 use std::sync::Arc;
 
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{Reply, error_code};
 use crate::state::Shared;
@@ -89,10 +93,10 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
     }
     let mut response = ProduceResponse::default().with_responses(responses);
 
-    if acks != -1 {
+    if acks == 0 {
         // Make the data visible to consumers soon; the producer does not wait for it.
         tokio::spawn(flush_all(to_flush));
-        return Box::pin(async move { (acks != 0).then(|| ResponseKind::from(response)) });
+        return Box::pin(async { None });
     }
     Box::pin(async move {
         for (flushed, failed) in flush_all(to_flush).await {

@@ -136,8 +136,8 @@ impl PartitionLog {
         (view.segments.clone(), view.durable)
     }
 
-    /// The first durable batch whose max timestamp is at least `timestamp`, as (its base offset, its
-    /// max timestamp); `None` if there is none (ListOffsets by timestamp).
+    /// The first durable record whose timestamp is at least `timestamp`, as (its offset, its
+    /// timestamp); `None` if there is none (ListOffsets by timestamp, as Kafka answers it).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let (segments, durable) = self.snapshot();
         for segment in &segments {
@@ -149,24 +149,26 @@ impl PartitionLog {
             {
                 continue;
             }
-            if let Some(header) = segment.find_timestamp(timestamp, limit)? {
-                return Ok(Some((header.base_offset, header.max_timestamp)));
+            if let Some(found) = segment.find_timestamp(timestamp, limit)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
     }
 
-    /// The durable batch with the largest max timestamp, as (its base offset, that timestamp); the
-    /// earliest one on ties. `None` for an empty log (ListOffsets MAX_TIMESTAMP).
+    /// The durable record with the largest timestamp, as (its offset, that timestamp); the
+    /// earliest one on ties. `None` for an empty log (ListOffsets MAX_TIMESTAMP). Batch headers
+    /// find the batch; only that one batch is decoded to find the record in it.
     pub fn max_timestamp(&self) -> Result<Option<(i64, i64)>> {
         let (segments, durable) = self.snapshot();
-        let mut best: Option<(i64, i64)> = None;
-        let mut consider = |offset: i64, timestamp: i64| {
-            if best.is_none_or(|(_, t)| timestamp > t) {
-                best = Some((offset, timestamp));
-            }
-        };
-        for segment in &segments {
+        // (batch base offset, timestamp, index of its segment)
+        let mut best: Option<(i64, i64, usize)> = None;
+        for (k, segment) in segments.iter().enumerate() {
+            let mut consider = |offset: i64, timestamp: i64| {
+                if best.is_none_or(|(_, t, _)| timestamp > t) {
+                    best = Some((offset, timestamp, k));
+                }
+            };
             let limit = durable.readable_len(segment);
             match segment.max_timestamp() {
                 _ if limit == 0 => {}
@@ -179,7 +181,13 @@ impl PartitionLog {
                 None => {}
             }
         }
-        Ok(best)
+        let Some((offset, timestamp, k)) = best else {
+            return Ok(None);
+        };
+        let segment = &segments[k];
+        segment
+            .max_timestamp_record(offset, timestamp, durable.readable_len(segment))
+            .map(Some)
     }
 
     /// Headers of every written batch from the one containing `offset` to the log end, for tools

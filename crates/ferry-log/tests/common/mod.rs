@@ -10,9 +10,8 @@ use bytes::Bytes;
 use ferry_log::{
     AppendInfo, BatchHeader, DurableListener, LogConfig, PartitionLog, validate_batches,
 };
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+pub use kafka_protocol::records::Compression;
+use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 /// One magic-2 batch of `records` records with `value_len`-byte values, all stamped `timestamp`.
 #[track_caller]
@@ -83,6 +82,39 @@ fn encode(
         1,
         "encoder made more than one batch"
     );
+    buf
+}
+
+/// One batch with a record per timestamp, in that order, compressed with `compression`.
+#[track_caller]
+pub fn batch_with_times(timestamps: &[i64], compression: Compression) -> Vec<u8> {
+    let records: Vec<Record> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, &timestamp)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset - sequence must stay constant or the encoder splits the batch.
+            sequence: i as i32,
+            timestamp,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from_static(b"value")),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = Vec::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+    assert_eq!(validate_batches(&buf).unwrap().len(), 1);
     buf
 }
 
