@@ -18,6 +18,42 @@ use crate::ApiError;
 /// field ([`POST_TEXT`] characters) however it is written.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// How much of an oversized body is read and thrown away before the 413 is sent.
+const DRAIN_LIMIT: u64 = 8 * 1024 * 1024;
+/// How long that may take.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers 413 `payload_too_large` to a request whose `Content-Length` is over
+/// [`MAX_BODY_BYTES`], without running its handler. The body is read and discarded first (up to
+/// [`DRAIN_LIMIT`] bytes, for at most [`DRAIN_TIME`]): a client still writing its body when the
+/// server answers and closes would otherwise get a broken pipe instead of the 413 (nginx's
+/// "lingering close" for the same reason). Larger bodies are cut off without reading.
+pub async fn refuse_oversized_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|&n| n > MAX_BODY_BYTES as u64) else {
+        return next.run(request).await;
+    };
+    if length <= DRAIN_LIMIT {
+        let mut body = request.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
+    ApiError::new(
+        crate::ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+    .into_response()
+}
+
 /// Names of people and things (a course, a customer).
 pub const NAME: usize = 200;
 /// Short codes (a course code).

@@ -225,10 +225,13 @@ impl Runtime {
                 axum::routing::get(move || parked_rows(name, outboxes.clone())),
             )
         };
-        // Larger bodies are refused with 413 before they are read (see `fields`).
-        let app = app.layer(axum::extract::DefaultBodyLimit::max(
-            crate::fields::MAX_BODY_BYTES,
-        ));
+        // Larger bodies are refused with 413 (see `fields`): announced ones before a handler
+        // runs, chunked ones by the extractors' limit.
+        let app = app
+            .layer(axum::extract::DefaultBodyLimit::max(
+                crate::fields::MAX_BODY_BYTES,
+            ))
+            .layer(axum::middleware::from_fn(crate::fields::refuse_oversized_body));
         let mut handle = crate::serve(name, &config, app, health, openapi, shutdown).await?;
         let server = handle.task;
         handle.task = tokio::spawn(async move {
