@@ -322,11 +322,14 @@ async fn write(conn: &mut AnyConnection, event: &PostEvent) -> Result<(), sqlx::
 /// Empties the read model, versions included, in one transaction.
 pub(crate) async fn reset(db: &Database) -> Result<(), Error> {
     let mut tx = db.begin().await?;
-    // Version rows first and in post id order, the order every applier locks in (version row
-    // before the post's rows, several posts by id), so a reset and an applier on PostgreSQL
-    // wait for each other instead of deadlocking.
+    // On PostgreSQL the three deletes must see one state: locking only the version rows that
+    // exist let an applier commit a *new* post between them (its version row survived the first
+    // delete, its post row fell to the last: a version without a post, seen as a lost like count
+    // under load). EXCLUSIVE mode lets readers on and makes writers wait for the reset (and the
+    // reset for writers in flight). post_versions comes first, the table every applier writes
+    // first, so the two cannot deadlock.
     if db.is_postgres() {
-        sqlx::query("SELECT post_id FROM post_versions ORDER BY post_id COLLATE \"C\" FOR UPDATE")
+        sqlx::query("LOCK TABLE post_versions, posts, comments IN EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
     }
