@@ -231,7 +231,9 @@ impl Runtime {
             .layer(axum::extract::DefaultBodyLimit::max(
                 crate::fields::MAX_BODY_BYTES,
             ))
-            .layer(axum::middleware::from_fn(crate::fields::refuse_oversized_body));
+            .layer(axum::middleware::from_fn(
+                crate::fields::refuse_oversized_body,
+            ));
         let mut handle = crate::serve(name, &config, app, health, openapi, shutdown).await?;
         let server = handle.task;
         handle.task = tokio::spawn(async move {

@@ -292,9 +292,13 @@ impl Admin {
         if clients.len() >= MAX_GROUP_CLIENTS {
             clients.clear();
         }
+        // read_uncommitted: librdkafka's default (read_committed) asks OffsetFetch for stable
+        // offsets only, which waits while the group has transactional offsets pending; a view of
+        // lag wants the committed offsets as they are.
         let client: Arc<BaseConsumer<LogContext>> = Arc::new(
             self.config
                 .consumer_config(group)
+                .set("isolation.level", "read_uncommitted")
                 .create_with_context(LogContext)?,
         );
         clients.insert(group.to_owned(), client.clone());
