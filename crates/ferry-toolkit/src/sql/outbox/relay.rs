@@ -484,19 +484,20 @@ async fn publish_key(publisher: &Publisher, key: String, rows: Vec<Row>) -> KeyO
         failed: None,
     };
     for row in rows {
-        let parked = Parked {
-            id: row.id,
-            topic: row.message.topic.clone(),
-            message_id: row
-                .message
-                .headers
-                .get_str(crate::envelope::header::MESSAGE_ID)
-                .unwrap_or_default()
-                .to_owned(),
-        };
         match publisher.send_raw(row.message).await {
             Ok(_) => outcome.sent.push((row.id, row.created_at)),
+            // The failed send hands the message back: what the log line needs is taken from it.
             Err(e) if e.error.is_permanent_rejection() => {
+                let parked = Parked {
+                    id: row.id,
+                    message_id: e
+                        .message
+                        .headers
+                        .get_str(crate::envelope::header::MESSAGE_ID)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    topic: e.message.topic,
+                };
                 outcome.parked.push((parked, e.error.to_string()));
             }
             Err(e) => {
