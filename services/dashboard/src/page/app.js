@@ -52,12 +52,18 @@ function short(id) {
 // ---- results: a request registers a watcher; matching events complete it --------------------
 
 const watchers = [];
+// The latest events, so that a watcher registered after its event arrived (the stream can beat
+// the HTTP answer that tells the page what to watch for) still sees it.
+const recent = [];
+const RECENT = 500;
 
 /// Adds a result line to `list` and keeps it updated by every event `matches` accepts.
 function watch(list, label, matches, describe) {
   const item = el('li', { class: 'pending' }, el('span', { class: 'label' }, label), el('span', { class: 'outcome' }, 'sent, waiting for its event…'));
   list.prepend(item);
-  watchers.push({ matches, describe, item });
+  const watcher = { matches, describe, item };
+  watchers.push(watcher);
+  for (const event of recent) offer(watcher, event);
   return item;
 }
 
@@ -66,19 +72,23 @@ function fail(list, label, error) {
 }
 
 function offerToWatchers(event) {
-  for (const w of watchers) {
-    if (!w.matches(event)) continue;
-    const text = w.describe(event);
-    if (text === null) continue;
-    w.item.classList.remove('pending');
-    w.item.classList.add('done');
-    const line = el('div', { class: 'event-line' }, `${time(event.producedAt)} ${event.type ?? '?'} on ${event.topic}: `, text, ' ');
-    if (event.correlationId) {
-      line.append(el('a', { href: '#', class: 'trace-link', onclick: (e) => { e.preventDefault(); showTrace(event.correlationId); } }, 'trace'));
-    }
-    $('.outcome', w.item).textContent = '';
-    w.item.append(line);
+  recent.push(event);
+  if (recent.length > RECENT) recent.shift();
+  for (const w of watchers) offer(w, event);
+}
+
+function offer(w, event) {
+  if (!w.matches(event)) return;
+  const text = w.describe(event);
+  if (text === null) return;
+  w.item.classList.remove('pending');
+  w.item.classList.add('done');
+  const line = el('div', { class: 'event-line' }, `${time(event.producedAt)} ${event.type ?? '?'} on ${event.topic}: `, text, ' ');
+  if (event.correlationId) {
+    line.append(el('a', { href: '#', class: 'trace-link', onclick: (e) => { e.preventDefault(); showTrace(event.correlationId); } }, 'trace'));
   }
+  $('.outcome', w.item).textContent = '';
+  w.item.append(line);
 }
 
 const byCorrelation = (id) => (e) => e.correlationId === id;
