@@ -25,7 +25,31 @@ use crate::state::Shared;
 type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
 
 /// Kafka's offset.metadata.max.bytes.
-const MAX_METADATA: usize = 4096;
+pub(super) const MAX_METADATA: usize = 4096;
+
+/// One partition of an offset commit, plain or transactional, whose group (and producer) checks
+/// passed: the partition must exist and the metadata fit, then the offset is queued for the
+/// store. Returns the partition's error code.
+pub(super) fn queue_commit(
+    topic: Option<&Arc<ferry_log::Topic>>,
+    name: &str,
+    partition: i32,
+    committed: Committed,
+    to_store: &mut Vec<(String, i32, Committed)>,
+) -> i16 {
+    if topic.and_then(|t| t.partition(partition)).is_none() {
+        ResponseError::UnknownTopicOrPartition.code()
+    } else if committed
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_METADATA)
+    {
+        ResponseError::OffsetMetadataTooLarge.code()
+    } else {
+        to_store.push((name.to_owned(), partition, committed));
+        0
+    }
+}
 
 pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> Reply {
     let group = req.group_id.0.to_string();
@@ -45,29 +69,19 @@ pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> 
             .map(|p| {
                 let code = if let Err(e) = check {
                     group_error(e).code()
-                } else if topic
-                    .as_ref()
-                    .and_then(|t| t.partition(p.partition_index))
-                    .is_none()
-                {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > MAX_METADATA)
-                {
-                    ResponseError::OffsetMetadataTooLarge.code()
                 } else {
-                    to_store.push((
-                        name.clone(),
+                    let committed = Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.map(|m| m.to_string()),
+                    };
+                    queue_commit(
+                        topic.as_ref(),
+                        &name,
                         p.partition_index,
-                        Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.map(|m| m.to_string()),
-                        },
-                    ));
-                    0
+                        committed,
+                        &mut to_store,
+                    )
                 };
                 OffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)

@@ -24,9 +24,6 @@ use crate::groups::Committed;
 use crate::state::Shared;
 use crate::txn::{TxnCoordinator, TxnError};
 
-/// Kafka's offset.metadata.max.bytes.
-const MAX_METADATA: usize = 4096;
-
 /// The Kafka error for a coordinator error. PRODUCER_FENCED (KIP-588) is new in InitProducerId v4
 /// and in v2 of AddPartitionsToTxn, AddOffsetsToTxn and EndTxn; older clients get
 /// INVALID_PRODUCER_EPOCH, which they treat the same way (Kafka's KafkaApis does this).
@@ -211,33 +208,19 @@ pub fn offset_commit(shared: &Arc<Shared>, req: TxnOffsetCommitRequest, version:
                     txn_error(e, false).code()
                 } else if let Err(e) = group_check {
                     group_error(e).code()
-                } else if topic
-                    .as_ref()
-                    .and_then(|t| {
-                        u32::try_from(p.partition_index)
-                            .ok()
-                            .and_then(|i| t.partition(i))
-                    })
-                    .is_none()
-                {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else if p
-                    .committed_metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > MAX_METADATA)
-                {
-                    ResponseError::OffsetMetadataTooLarge.code()
                 } else {
-                    to_store.push((
-                        name.clone(),
+                    let committed = Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.map(|m| m.to_string()),
+                    };
+                    super::offsets::queue_commit(
+                        topic.as_ref(),
+                        &name,
                         p.partition_index,
-                        Committed {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.map(|m| m.to_string()),
-                        },
-                    ));
-                    0
+                        committed,
+                        &mut to_store,
+                    )
                 };
                 TxnOffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)
