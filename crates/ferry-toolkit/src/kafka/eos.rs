@@ -25,8 +25,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -129,20 +128,8 @@ impl Transactions {
         // Every record is handed to librdkafka before any acknowledgement is awaited, so they
         // go out in as few produce requests as possible, in order per partition.
         let sends = writes.messages.iter().map(|message| {
-            let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-            for (key, value) in message.headers.iter() {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&message.topic)
-                .payload(message.payload.as_slice())
-                .headers(headers);
-            if let Some(key) = &message.key {
-                record = record.key(key.as_slice());
-            }
-            self.producer.send(record, Timeout::Never)
+            self.producer
+                .send(super::sender::record(message), Timeout::Never)
         });
         for result in futures::future::join_all(sends).await {
             result.map_err(|(e, _)| e)?;

@@ -37,19 +37,7 @@ impl KafkaSender {
 #[async_trait]
 impl Sender for KafkaSender {
     async fn send(&self, message: OutgoingMessage) -> Result<Receipt, SendError> {
-        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-        for (key, value) in message.headers.iter() {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&message.topic)
-            .payload(message.payload.as_slice())
-            .headers(headers);
-        if let Some(key) = &message.key {
-            record = record.key(key.as_slice());
-        }
+        let record = record(&message);
         // Timeout::Never only bounds waiting for room in the local queue; delivery itself is
         // bounded by message.timeout.ms.
         let result = self.producer.send(record, Timeout::Never).await;
@@ -63,5 +51,23 @@ impl Sender for KafkaSender {
                 error: error.into(),
             }),
         }
+    }
+}
+
+/// The librdkafka record for `message`: topic, key, payload and headers (borrowed, not copied).
+pub(crate) fn record(message: &OutgoingMessage) -> FutureRecord<'_, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+    for (key, value) in message.headers.iter() {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    let record = FutureRecord::to(&message.topic)
+        .payload(message.payload.as_slice())
+        .headers(headers);
+    match &message.key {
+        Some(key) => record.key(key.as_slice()),
+        None => record,
     }
 }
