@@ -122,7 +122,12 @@ pub async fn serve(
             get(move || async move { axum::Json(spec) }),
         )
         .fallback(|uri: Uri| async move { ApiError::not_found(format!("path {}", uri.path())) })
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        // The span names the path only: a query string may carry a token, and logs must not.
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |request: &Request<Body>| {
+                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+            },
+        ));
     let listener = listen(SocketAddr::new(config.host, config.port))?;
     let addr = listener.local_addr()?;
     tracing::info!(service = name, %addr, "HTTP server listening");
