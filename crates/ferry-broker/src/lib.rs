@@ -199,8 +199,10 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         txns,
         config,
     });
-    txn::TxnCoordinator::resume(&shared);
     let shutdown = CancellationToken::new();
+    let (offset_changes, offset_changes_rx) = tokio::sync::mpsc::unbounded_channel();
+    shared.groups.store.mirror_to(offset_changes);
+    txn::TxnCoordinator::resume(&shared);
     let accept_lock = lock.clone();
     let accepting = server::accept_loop(tcp, shared.clone(), shutdown.clone());
     let tasks = vec![
@@ -212,6 +214,11 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
         tokio::spawn(cleaner_loop(shared.clone(), shutdown.clone())),
         tokio::spawn(group_clock(shared.clone(), shutdown.clone())),
         tokio::spawn(txn_clock(shared.clone(), shutdown.clone())),
+        tokio::spawn(groups::offsets_topic::run(
+            shared.clone(),
+            offset_changes_rx,
+            shutdown.clone(),
+        )),
     ];
     tracing::info!(addr = %local_addr, data = %shared.config.data_dir.display(), topics = shared.store.topics().len(), "broker listening");
     Ok(BrokerHandle {

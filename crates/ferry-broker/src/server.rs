@@ -307,6 +307,15 @@ fn dispatch(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pend
     let pre = codec::preamble(&frame)?;
     let api = ApiKey::try_from(pre.api_key).map_err(|_| DecodeError::UnknownApiKey(pre.api_key))?;
     if !versions::is_supported(api, pre.api_version) {
+        if let Some(bytes) = handlers::legacy::unsupported_version(api, pre.api_version, &frame) {
+            tracing::warn!(
+                ?api,
+                version = pre.api_version,
+                %peer,
+                "answered UNSUPPORTED_VERSION to a request version Kafka 4.0 removed"
+            );
+            return Ok(Box::pin(async move { Some(bytes) }));
+        }
         return match handlers::unsupported(api, pre.api_version) {
             Some((version, body)) => ready(api, version, pre.correlation_id, body),
             None => Err(FrameError::Decode(DecodeError::Malformed {

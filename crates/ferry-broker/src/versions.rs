@@ -21,29 +21,32 @@ const fn api(key: ApiKey, min: i16, max: i16) -> Supported {
     Supported { key, min, max }
 }
 
-/// Every API the broker answers. Record batches (magic 2) need Produce >= 3 and Fetch >= 4.
-/// Fetch stops at 12: from 13 on it addresses topics by id only, which buys nothing here.
+/// Every API the broker answers: at least every version Apache Kafka 4.0 supports (the KIP-896
+/// baseline; record batches of magic 2 need Produce >= 3 and Fetch >= 4). Versions Kafka 4.0
+/// removed are refused; the few whose responses can carry the error get UNSUPPORTED_VERSION
+/// (`handlers::legacy`).
 pub const SUPPORTED: &[Supported] = &[
-    api(ApiKey::Produce, 3, 9),
-    api(ApiKey::Fetch, 4, 12),
-    api(ApiKey::ListOffsets, 1, 7),
-    api(ApiKey::Metadata, 0, 12),
-    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::Produce, 3, 12),
+    // v13+ address topics by id (`handlers::fetch`).
+    api(ApiKey::Fetch, 4, 17),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeConfigs, 1, 4),
-    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
     api(ApiKey::OffsetCommit, 2, 8),
     api(ApiKey::OffsetFetch, 1, 8),
-    api(ApiKey::DescribeGroups, 0, 5),
-    api(ApiKey::ListGroups, 0, 4),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
-    api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::InitProducerId, 0, 5),
     // Admin APIs (issue 16): every version Kafka 4.0 supports.
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
@@ -55,12 +58,16 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::AlterPartitionReassignments, 0, 1),
     api(ApiKey::ListPartitionReassignments, 0, 0),
-    // Transactions. v4+ of these (KIP-890) tell the broker the client understands
-    // TRANSACTION_ABORTABLE or ask for server-side epoch bumps (EndTxn v5): not implemented.
-    api(ApiKey::AddPartitionsToTxn, 0, 3),
-    api(ApiKey::AddOffsetsToTxn, 0, 3),
-    api(ApiKey::EndTxn, 0, 3),
-    api(ApiKey::TxnOffsetCommit, 0, 3),
+    // Transactions, at Kafka 4.0's versions. The newest (KIP-890) only say that the client
+    // understands TRANSACTION_ABORTABLE, which this broker never needs to send. Transactions V2
+    // (epoch bump per transaction, EndTxn v5 semantics, implicit AddPartitionsToTxn in Produce
+    // v12) is switched on by the `transaction.version` feature, which the broker does not
+    // advertise, so clients keep V1 behaviour at these versions. AddPartitionsToTxn v4+ is the
+    // batched, verify-only form that brokers send each other.
+    api(ApiKey::AddPartitionsToTxn, 0, 5),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 5),
+    api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a transactional-id regex filter (Java regex syntax): not implemented.
     api(ApiKey::ListTransactions, 0, 1),

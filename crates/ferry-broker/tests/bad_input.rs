@@ -212,6 +212,132 @@ async fn unsupported_api_versions_version_gets_unsupported_version_and_the_list(
     broker.shutdown().await.unwrap();
 }
 
+/// The request versions Kafka 4.0 removed (KIP-896) but whose responses can carry an error get
+/// UNSUPPORTED_VERSION for every partition they name, and the connection stays open. Frames are
+/// written by hand: no codec speaks these versions any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_versions_get_unsupported_version_not_a_dropped_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let mut s = TcpStream::connect(broker.local_addr()).await.unwrap();
+    fn string(b: &mut BytesMut, v: &str) {
+        b.put_i16(v.len() as i16);
+        b.put_slice(v.as_bytes());
+    }
+    // (api, version, body after the header, bytes each partition's answer has after its index
+    // and error code)
+    let mut cases: Vec<(ApiKey, i16, BytesMut, usize)> = Vec::new();
+    for v in 0..=2 {
+        let mut b = BytesMut::new();
+        b.put_i16(-1); // acks
+        b.put_i32(1000);
+        b.put_i32(1);
+        string(&mut b, "legacy");
+        b.put_i32(2);
+        for p in [0, 1] {
+            b.put_i32(p);
+            b.put_i32(3);
+            b.put_slice(b"xyz");
+        }
+        cases.push((ApiKey::Produce, v, b, if v >= 2 { 16 } else { 8 }));
+    }
+    for v in 0..=3 {
+        let mut b = BytesMut::new();
+        b.put_i32(-1);
+        b.put_i32(100);
+        b.put_i32(1);
+        if v >= 3 {
+            b.put_i32(1 << 20);
+        }
+        b.put_i32(1);
+        string(&mut b, "legacy");
+        b.put_i32(2);
+        for p in [0, 1] {
+            b.put_i32(p);
+            b.put_i64(0);
+            b.put_i32(1 << 20);
+        }
+        cases.push((ApiKey::Fetch, v, b, 12));
+    }
+    let mut b = BytesMut::new();
+    b.put_i32(-1);
+    b.put_i32(1);
+    string(&mut b, "legacy");
+    b.put_i32(2);
+    for p in [0, 1] {
+        b.put_i32(p);
+        b.put_i64(-1);
+        b.put_i32(1);
+    }
+    cases.push((ApiKey::ListOffsets, 0, b, 4));
+    for v in 0..=1 {
+        let mut b = BytesMut::new();
+        string(&mut b, "legacy-group");
+        if v >= 1 {
+            b.put_i32(-1);
+            string(&mut b, "");
+        }
+        b.put_i32(1);
+        string(&mut b, "legacy");
+        b.put_i32(2);
+        for p in [0, 1] {
+            b.put_i32(p);
+            b.put_i64(5);
+            if v >= 1 {
+                b.put_i64(-1);
+            }
+            b.put_i16(-1);
+        }
+        cases.push((ApiKey::OffsetCommit, v, b, 0));
+    }
+    for (i, (api, version, body, rest)) in cases.into_iter().enumerate() {
+        let correlation = 1000 + i as i32;
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        frame.put_i16(api as i16);
+        frame.put_i16(version);
+        frame.put_i32(correlation);
+        frame.put_i16(-1);
+        frame.put_slice(&body);
+        let len = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        send_raw(&mut s, &frame).await;
+        let mut resp = read_response(&mut s).await;
+        let what = format!("{api:?} v{version}");
+        assert_eq!(resp.get_i32(), correlation, "{what}: correlation id");
+        if api == ApiKey::Fetch && version >= 1 {
+            assert_eq!(resp.get_i32(), 0, "{what}: throttle time comes first");
+        }
+        assert_eq!(resp.get_i32(), 1, "{what}: one topic");
+        assert_eq!(resp.get_i16(), 6, "{what}: topic name length");
+        assert_eq!(&resp.copy_to_bytes(6)[..], b"legacy", "{what}");
+        assert_eq!(resp.get_i32(), 2, "{what}: two partitions");
+        for p in [0, 1] {
+            assert_eq!(resp.get_i32(), p, "{what}: partition index");
+            assert_eq!(resp.get_i16(), 35, "{what}: UNSUPPORTED_VERSION");
+            resp.advance(rest);
+        }
+        if api == ApiKey::Produce && version >= 1 {
+            assert_eq!(resp.get_i32(), 0, "{what}: throttle time comes last");
+        }
+        assert!(!resp.has_remaining(), "{what}: trailing bytes");
+    }
+    // The connection is still usable, and nothing was written or committed.
+    let versions: ApiVersionsResponse = common::wire::call(
+        &mut s,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+    )
+    .await;
+    assert_eq!(versions.error_code, 0);
+    assert!(
+        !dir.path().join("topics/legacy").exists(),
+        "no topic was created"
+    );
+    broker.shutdown().await.unwrap();
+}
+
 fn batch(records: usize) -> BytesMut {
     let records: Vec<Record> = (0..records)
         .map(|i| Record {

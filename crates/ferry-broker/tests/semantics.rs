@@ -268,3 +268,141 @@ async fn metadata_for_consumer_offsets_does_not_create_it() {
     }
     broker.shutdown().await.unwrap();
 }
+
+/// Kafka's placement of a group's records: `abs(String.hashCode()) % 50`, written here from
+/// Java's definition rather than taken from the broker.
+fn offsets_partition(group: &str) -> i32 {
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (if h == i32::MIN { 0 } else { h.abs() }) % 50
+}
+
+/// Lag monitors (Burrow and the like) read committed offsets from `__consumer_offsets`; Ferry kept
+/// them only in its own store, so they saw nothing. Commits now appear there in Kafka's key
+/// (v1) and value (v3) formats, a deleted group leaves tombstones, the topic is internal and
+/// compacted, and clients cannot write to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_are_readable_from_consumer_offsets() {
+    use bytes::Buf;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::CommitMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let bootstrap = broker.bootstrap_servers();
+    let producer = common::producer(&bootstrap, "all");
+    for i in 0..5 {
+        producer
+            .send(
+                FutureRecord::to("watched")
+                    .key("k")
+                    .payload(&format!("{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged");
+    }
+    let group = "lag-watched";
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("watched", 0, Offset::Offset(3))
+        .unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    drop(consumer);
+
+    let partition = offsets_partition(group);
+    let got = common::consume_from_beginning(
+        &bootstrap,
+        &[("__consumer_offsets", partition)],
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(got.len(), 1, "the commit is in partition {partition}");
+    let mut key = &got[0].key.as_deref().expect("a key")[..];
+    assert_eq!(key.get_i16(), 1, "OffsetCommitKey version");
+    let n = key.get_i16() as usize;
+    assert_eq!(&key[..n], group.as_bytes());
+    key.advance(n);
+    let n = key.get_i16() as usize;
+    assert_eq!(&key[..n], b"watched");
+    key.advance(n);
+    assert_eq!(key.get_i32(), 0, "partition");
+    assert!(key.is_empty());
+    let mut value = &got[0].value.as_deref().expect("a value")[..];
+    assert_eq!(value.get_i16(), 3, "OffsetCommitValue version");
+    assert_eq!(value.get_i64(), 3, "committed offset");
+    value.get_i32(); // leader epoch
+    let n = value.get_i16() as usize;
+    value.advance(n); // metadata
+    let ts = value.get_i64();
+    assert!(ts > 1_700_000_000_000, "commit timestamp {ts}");
+    assert!(value.is_empty());
+
+    // Internal, with Kafka's 50 partitions.
+    let mut conn = TcpStream::connect(&bootstrap).await.unwrap();
+    let meta: MetadataResponse = call(
+        &mut conn,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(s("__consumer_offsets")))),
+        ])),
+    )
+    .await;
+    assert_eq!(meta.topics[0].error_code, 0);
+    assert!(meta.topics[0].is_internal);
+    assert_eq!(meta.topics[0].partitions.len(), 50);
+
+    // Clients cannot write to it.
+    let refused = producer
+        .send(
+            FutureRecord::to("__consumer_offsets")
+                .partition(partition)
+                .key("forged")
+                .payload("x"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::InvalidTopic
+                ),
+                _
+            ))
+        ),
+        "{refused:?}"
+    );
+
+    // Deleting the group leaves a tombstone for its offset.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let deleted = admin
+        .delete_groups(&[group], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    let got = common::consume_from_beginning(
+        &bootstrap,
+        &[("__consumer_offsets", partition)],
+        2,
+        Duration::from_secs(10),
+    );
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].key, got[0].key, "the same key");
+    assert_eq!(got[1].value, None, "a tombstone");
+    broker.shutdown().await.unwrap();
+}

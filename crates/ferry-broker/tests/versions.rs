@@ -149,27 +149,80 @@ async fn every_advertised_version_is_answered() {
         .await;
         assert_eq!(resp.topics[0].partitions.len(), 1, "Metadata v{v}");
     }
+    let topic_id = {
+        let resp: MetadataResponse = call(
+            &mut s,
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name())),
+            ])),
+        )
+        .await;
+        resp.topics[0].topic_id
+    };
+    assert!(!topic_id.is_nil());
     for v in range(ApiKey::Fetch) {
+        // From v13 on topics are named by id only (KIP-516).
+        let topic = if v >= 13 {
+            FetchTopic::default().with_topic_id(topic_id)
+        } else {
+            FetchTopic::default().with_topic(name())
+        };
         let req = FetchRequest::default()
             .with_max_wait_ms(10)
             .with_min_bytes(1)
             .with_max_bytes(1 << 20)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(name())
-                    .with_partitions(vec![
+            .with_topics(vec![topic.with_partitions(vec![
                         FetchPartition::default()
                             .with_partition(0)
                             .with_fetch_offset(0)
                             .with_partition_max_bytes(1 << 20),
-                    ]),
-            ]);
+                    ])]);
         let resp: FetchResponse = call(&mut s, ApiKey::Fetch, v, &req).await;
+        if v >= 13 {
+            assert_eq!(resp.responses[0].topic_id, topic_id, "Fetch v{v}");
+        }
         let p = &resp.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "Fetch v{v}");
         assert!(
             p.records.as_ref().is_some_and(|r| !r.is_empty()),
             "Fetch v{v} returns records"
+        );
+    }
+    // An id the broker does not know is UNKNOWN_TOPIC_ID.
+    for v in 13..=*range(ApiKey::Fetch).end() {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(10)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(uuid::Uuid::from_u128(7))
+                    .with_partitions(vec![FetchPartition::default().with_partition(0)]),
+            ]);
+        let resp: FetchResponse = call(&mut s, ApiKey::Fetch, v, &req).await;
+        assert_eq!(
+            resp.responses[0].partitions[0].error_code, 100,
+            "Fetch v{v}"
+        );
+    }
+    // Earliest local (-4, v8+) is the log start without tiered storage; latest tiered (-5, v9+)
+    // is -1 with leader epoch -1, as Kafka answers without remote storage.
+    for (v, timestamp, want) in [(8, -4, 0), (9, -4, 0), (9, -5, -1), (10, -5, -1)] {
+        let req = ListOffsetsRequest::default().with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name())
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ]),
+        ]);
+        let resp: ListOffsetsResponse = call(&mut s, ApiKey::ListOffsets, v, &req).await;
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.offset),
+            (0, want),
+            "ListOffsets v{v} at {timestamp}"
         );
     }
     for v in range(ApiKey::ListOffsets) {
@@ -288,8 +341,26 @@ async fn every_advertised_version_is_answered() {
     }
     for v in range(ApiKey::DescribeGroups) {
         let req = DescribeGroupsRequest::default()
-            .with_groups(vec![GroupId(StrBytes::from_static_str("g"))]);
-        let _: DescribeGroupsResponse = call(&mut s, ApiKey::DescribeGroups, v, &req).await;
+            .with_groups(vec![GroupId(StrBytes::from_static_str("nobody"))]);
+        let resp: DescribeGroupsResponse = call(&mut s, ApiKey::DescribeGroups, v, &req).await;
+        // Up to v5 an unknown group is Dead without an error; v6 (KIP-1043) says not found.
+        let want = if v >= 6 { 69 } else { 0 };
+        assert_eq!(resp.groups[0].error_code, want, "DescribeGroups v{v}");
+        assert_eq!(resp.groups[0].group_state.as_str(), "Dead");
+    }
+    for (types, listed) in [
+        (vec![], true),
+        (vec!["CLASSIC"], true),
+        (vec!["consumer"], false),
+    ] {
+        let req = ListGroupsRequest::default()
+            .with_types_filter(types.iter().map(|t| StrBytes::from_static_str(t)).collect());
+        let resp: ListGroupsResponse = call(&mut s, ApiKey::ListGroups, 5, &req).await;
+        let g = resp.groups.iter().find(|g| g.group_id.0.as_str() == "g");
+        assert_eq!(g.is_some(), listed, "ListGroups v5 with types {types:?}");
+        if let Some(g) = g {
+            assert_eq!(g.group_type.as_str(), "classic");
+        }
     }
     for v in range(ApiKey::InitProducerId) {
         let resp: InitProducerIdResponse = call(
@@ -653,25 +724,62 @@ async fn every_advertised_transaction_version_is_answered() {
         .await;
         assert_eq!(init.error_code, 0, "InitProducerId (transactional) v{v}");
         let (pid, epoch) = (init.producer_id, init.producer_epoch);
-        let add: AddPartitionsToTxnResponse = call(
-            &mut s,
-            ApiKey::AddPartitionsToTxn,
-            v,
-            &AddPartitionsToTxnRequest::default()
-                .with_v3_and_below_transactional_id(tid.clone())
-                .with_v3_and_below_producer_id(pid)
-                .with_v3_and_below_producer_epoch(epoch)
-                .with_v3_and_below_topics(vec![
-                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                        .with_name(name())
-                        .with_partitions(vec![0]),
-                ]),
-        )
-        .await;
-        assert_eq!(
-            add.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code, 0,
-            "AddPartitionsToTxn v{v}"
-        );
+        let topics = vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name())
+                .with_partitions(vec![0]),
+        ];
+        if v <= 3 {
+            let add: AddPartitionsToTxnResponse = call(
+                &mut s,
+                ApiKey::AddPartitionsToTxn,
+                v,
+                &AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(tid.clone())
+                    .with_v3_and_below_producer_id(pid)
+                    .with_v3_and_below_producer_epoch(epoch)
+                    .with_v3_and_below_topics(topics),
+            )
+            .await;
+            assert_eq!(
+                add.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+                0,
+                "AddPartitionsToTxn v{v}"
+            );
+        } else {
+            // v4+: the batched form. A verification before the add finds the partition missing
+            // (INVALID_TXN_STATE), the add succeeds, and the same verification then passes; a
+            // stale epoch is fenced.
+            let batched = |verify_only: bool, epoch: i16| {
+                AddPartitionsToTxnRequest::default().with_transactions(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(tid.clone())
+                        .with_producer_id(pid)
+                        .with_producer_epoch(epoch)
+                        .with_verify_only(verify_only)
+                        .with_topics(topics.clone()),
+                ])
+            };
+            let mut codes = Vec::new();
+            for (verify_only, epoch) in [
+                (true, epoch),
+                (false, epoch),
+                (true, epoch),
+                (true, epoch - 1),
+            ] {
+                let resp: AddPartitionsToTxnResponse = call(
+                    &mut s,
+                    ApiKey::AddPartitionsToTxn,
+                    v,
+                    &batched(verify_only, epoch),
+                )
+                .await;
+                let result = &resp.results_by_transaction[0];
+                assert_eq!(result.transactional_id, tid);
+                codes.push(result.topic_results[0].results_by_partition[0].partition_error_code);
+            }
+            assert_eq!(codes, [48, 0, 0, 90], "AddPartitionsToTxn v{v}");
+        }
         let group = GroupId(StrBytes::from_string(format!("txg-v{v}")));
         let av = at(ApiKey::AddOffsetsToTxn, v);
         let offsets: AddOffsetsToTxnResponse = call(

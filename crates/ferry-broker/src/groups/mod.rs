@@ -2,6 +2,7 @@
 //! offsets ([`store`]), tied together for the handlers.
 
 pub mod coordinator;
+pub mod offsets_topic;
 pub mod store;
 
 use std::path::Path;

@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+use super::offsets_topic::{ChangeSender, OffsetChange};
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +118,8 @@ struct Inner {
 pub struct GroupStore {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Where changed committed offsets go once durable (the `__consumer_offsets` view).
+    mirror: OnceLock<ChangeSender>,
 }
 
 const FILE: &str = "groups.log";
@@ -162,6 +167,7 @@ impl GroupStore {
                 groups,
                 records,
             }),
+            mirror: OnceLock::new(),
         })
     }
 
@@ -277,6 +283,27 @@ impl GroupStore {
         })
     }
 
+    /// From now on, hand every change to a committed offset to `mirror`, starting with every
+    /// offset committed so far (see [`super::offsets_topic`]).
+    pub fn mirror_to(&self, mirror: ChangeSender) {
+        let inner = self.inner.lock();
+        let all: Vec<OffsetChange> = inner
+            .groups
+            .iter()
+            .flat_map(|(group, g)| {
+                g.offsets
+                    .iter()
+                    .map(|((topic, partition), c)| put(group, topic, *partition, c))
+            })
+            .collect();
+        if !all.is_empty() {
+            let _ = mirror.send(all);
+        }
+        if self.mirror.set(mirror).is_err() {
+            tracing::warn!("group store mirrored twice; keeping the first");
+        }
+    }
+
     fn append(&self, record: Record) -> Result<(), StoreError> {
         let err = |source| StoreError {
             path: self.path.clone(),
@@ -286,7 +313,19 @@ impl GroupStore {
         let mut inner = self.inner.lock();
         inner.file.write_all(&frame).map_err(err)?;
         inner.file.sync_data().map_err(err)?;
-        apply(&mut inner.groups, record);
+        // The view is told under the lock, so it sees changes in the order the file has them.
+        if let Some(mirror) = self.mirror.get() {
+            let changes = changes(&inner.groups, &record);
+            let group = record.group().to_owned();
+            apply(&mut inner.groups, record);
+            let changes = changes.finish(&group, inner.groups.get(&group));
+            if !changes.is_empty() {
+                // The receiver is gone only when the broker is stopping.
+                let _ = mirror.send(changes);
+            }
+        } else {
+            apply(&mut inner.groups, record);
+        }
         inner.records += 1;
         let live: usize = inner
             .groups
@@ -346,6 +385,82 @@ fn frame(record: &Record) -> Vec<u8> {
 
 fn parse_frame(bytes: &[u8]) -> Option<(Record, usize)> {
     crate::journal::parse_frame(bytes)
+}
+
+fn put(group: &str, topic: &str, partition: i32, committed: &Committed) -> OffsetChange {
+    OffsetChange {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
+        committed: Some(committed.clone()),
+    }
+}
+
+/// What a record changes in the committed offsets, in two steps around [`apply`].
+enum Changes {
+    /// A commit: every offset it names, changed or not (Kafka writes a record per commit, and
+    /// lag monitors read the commit timestamps).
+    Known(Vec<OffsetChange>),
+    /// Anything else: the group's offsets before, compared with after.
+    Before(BTreeMap<(String, i32), Committed>),
+}
+
+fn changes(groups: &BTreeMap<String, GroupRecord>, record: &Record) -> Changes {
+    match record {
+        Record::Commit { group, offsets } => Changes::Known(
+            offsets
+                .iter()
+                .map(|(topic, partition, c)| put(group, topic, *partition, c))
+                .collect(),
+        ),
+        Record::Generation { .. } | Record::TxnOffsets { .. } => Changes::Known(Vec::new()),
+        other => Changes::Before(
+            groups
+                .get(other.group())
+                .map(|g| g.offsets.clone())
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+impl Changes {
+    fn finish(self, group: &str, after: Option<&GroupRecord>) -> Vec<OffsetChange> {
+        let before = match self {
+            Changes::Known(changes) => return changes,
+            Changes::Before(before) => before,
+        };
+        let empty = BTreeMap::new();
+        let after = after.map_or(&empty, |g| &g.offsets);
+        let removed =
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|(topic, partition)| OffsetChange {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: None,
+                });
+        let set = after
+            .iter()
+            .filter(|(k, c)| before.get(*k) != Some(*c))
+            .map(|((topic, partition), c)| put(group, topic, *partition, c));
+        removed.chain(set).collect()
+    }
+}
+
+impl Record {
+    fn group(&self) -> &str {
+        match self {
+            Record::Commit { group, .. }
+            | Record::Generation { group, .. }
+            | Record::Delete { group }
+            | Record::DeleteOffsets { group, .. }
+            | Record::Snapshot { group, .. }
+            | Record::TxnOffsets { group, .. }
+            | Record::TxnEnd { group, .. } => group,
+        }
+    }
 }
 
 fn apply(groups: &mut BTreeMap<String, GroupRecord>, record: Record) {

@@ -5,7 +5,8 @@
 //! advances, and the fetch re-reads then. It never sleeps while data is available (one
 //! Kafka-compatible broker sleeps on every pass, which makes librdkafka consume 10x slower).
 //! Fetch sessions (KIP-227) are not kept: the response's session id 0 tells clients to send
-//! full fetches, which every client supports.
+//! full fetches, which every client supports. From v13 on a request names topics by id only
+//! (KIP-516); an id the broker does not know is UNKNOWN_TOPIC_ID.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,10 @@ pub const READ_COMMITTED: i8 = 1;
 /// Cap on a client's max wait, so a bogus value cannot park a connection for ever.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
-pub fn handle(shared: Arc<Shared>, req: FetchRequest, _version: i16) -> Reply {
+/// The first Fetch version that names topics by id instead of by name.
+const TOPIC_IDS: i16 = 13;
+
+pub fn handle(shared: Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
     Box::pin(async move {
         let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
         let deadline = tokio::time::Instant::now() + wait;
@@ -35,7 +39,7 @@ pub fn handle(shared: Arc<Shared>, req: FetchRequest, _version: i16) -> Reply {
             let notified = shared.data_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (response, bytes, had_error) = read_all(&shared, &req);
+            let (response, bytes, had_error) = read_all(&shared, &req, version);
             if bytes >= min_bytes.max(1) || had_error || tokio::time::Instant::now() >= deadline {
                 return Some(response.into());
             }
@@ -50,7 +54,7 @@ pub fn handle(shared: Arc<Shared>, req: FetchRequest, _version: i16) -> Reply {
 
 /// One pass over every requested partition. Returns the response, the record bytes in it, and
 /// whether any partition carries an error (which Kafka answers at once).
-fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn read_all(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
     let mut remaining = if req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
@@ -60,7 +64,17 @@ fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool)
     let mut had_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let topic = shared.store.topic(ft.topic.0.as_str());
+        let by_id = version >= TOPIC_IDS;
+        let topic = if by_id {
+            shared.store.topic_by_id(ft.topic_id)
+        } else {
+            shared.store.topic(ft.topic.0.as_str())
+        };
+        let unknown = if by_id && topic.is_none() {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default().with_partition_index(fp.partition);
@@ -70,7 +84,7 @@ fn read_all(shared: &Shared, req: &FetchRequest) -> (FetchResponse, usize, bool)
                     .and_then(|i| t.partition(i))
             });
             let Some(log) = log else {
-                pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                pd.error_code = unknown.code();
                 had_error = true;
                 partitions.push(pd);
                 continue;

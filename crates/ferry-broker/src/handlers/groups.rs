@@ -44,6 +44,8 @@ fn code(r: Result<(), GroupError>) -> i16 {
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
+/// The type of every group this coordinator keeps (ListGroups v5, KIP-848).
+const CLASSIC: &str = "classic";
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn find_coordinator(
@@ -229,7 +231,16 @@ pub fn describe(
         .into_iter()
         .map(
             |id| match shared.groups.coordinator.describe(id.0.as_str()) {
-                // Kafka describes an unknown group as Dead, without an error.
+                // Kafka describes an unknown group as Dead, without an error, up to v5; from v6
+                // on (KIP-1043) it answers GROUP_ID_NOT_FOUND with a message.
+                None if version >= 6 => {
+                    let message = format!("Group {} not found.", id.0);
+                    DescribedGroup::default()
+                        .with_group_id(id)
+                        .with_group_state(StrBytes::from_static_str("Dead"))
+                        .with_error_code(ResponseError::GroupIdNotFound.code())
+                        .with_error_message(Some(str_bytes(message)))
+                }
                 None => DescribedGroup::default()
                     .with_group_id(id)
                     .with_group_state(StrBytes::from_static_str("Dead")),
@@ -269,18 +280,31 @@ pub fn list(shared: &Arc<Shared>, req: ListGroupsRequest, version: i16) -> ListG
         .list()
         .into_iter()
         .filter(|(_, _, state)| {
+            // Kafka compares states and types case-insensitively.
             req.states_filter.is_empty()
-                || req.states_filter.iter().any(|s| s.as_str() == state.name())
+                || req
+                    .states_filter
+                    .iter()
+                    .any(|s| s.as_str().eq_ignore_ascii_case(state.name()))
+        })
+        .filter(|_| {
+            req.types_filter.is_empty()
+                || req
+                    .types_filter
+                    .iter()
+                    .any(|t| t.as_str().eq_ignore_ascii_case(CLASSIC))
         })
         .map(|(id, protocol_type, state)| {
-            let g = ListedGroup::default()
+            let mut g = ListedGroup::default()
                 .with_group_id(super::group_id(&id))
                 .with_protocol_type(str_bytes(protocol_type));
             if version >= 4 {
-                g.with_group_state(str_bytes(state.name()))
-            } else {
-                g
+                g.group_state = str_bytes(state.name());
             }
+            if version >= 5 {
+                g.group_type = StrBytes::from_static_str(CLASSIC);
+            }
+            g
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

@@ -1,5 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), or the first offset at or after
-//! a timestamp. A `read_committed` client (v2+) sees the last stable offset as the latest, and no
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, v8+),
+//! latest tiered (-5, v9+), or the first offset at or after a timestamp. A `read_committed` client (v2+) sees the last stable offset as the latest, and no
 //! offset at or past it, as in Kafka.
 
 use std::sync::Arc;
@@ -16,6 +16,11 @@ use crate::state::Shared;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// KIP-405's earliest offset on local disk: without tiered storage, the log start offset.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005's highest offset in tiered storage: without tiered storage Kafka answers offset -1
+/// with leader epoch -1.
+const LATEST_TIERED: i64 = -5;
 
 pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let committed = req.isolation_level == super::fetch::READ_COMMITTED;
@@ -45,15 +50,19 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Li
                     } else {
                         log.high_watermark()
                     };
+                    if p.timestamp == LATEST_TIERED {
+                        return resp.with_offset(-1).with_timestamp(-1);
+                    }
                     let found = match p.timestamp {
                         LATEST => Ok(Some((fetchable, -1))),
-                        EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                         MAX_TIMESTAMP => log.max_timestamp(),
                         ts => log.offset_for_timestamp(ts),
                     }
                     .map(|found| {
                         found.filter(|&(offset, _)| {
-                            matches!(p.timestamp, LATEST | EARLIEST) || offset < fetchable
+                            matches!(p.timestamp, LATEST | EARLIEST | EARLIEST_LOCAL)
+                                || offset < fetchable
                         })
                     });
                     match found {

@@ -10,6 +10,7 @@ mod compacted;
 mod configs;
 mod fetch;
 mod groups;
+pub(crate) mod legacy;
 mod list_offsets;
 mod metadata;
 mod offset_delete;

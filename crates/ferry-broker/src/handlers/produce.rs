@@ -43,6 +43,10 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
                 .with_base_offset(-1);
             let log = match &topic {
                 _ if !matches!(acks, -1..=1) => Err(ResponseError::InvalidRequiredAcks.code()),
+                // Internal topics are written by the broker only, as in Kafka.
+                _ if crate::state::is_internal_topic(&name) => {
+                    Err(ResponseError::InvalidTopicException.code())
+                }
                 Ok(Some(t)) => usize::try_from(data.index)
                     .ok()
                     .and_then(|i| t.partition(i as u32))

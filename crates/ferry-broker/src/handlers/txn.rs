@@ -6,8 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -60,70 +61,118 @@ fn code(r: Result<(), TxnError>, version: i16) -> i16 {
     r.err().map_or(0, |e| txn_error(e, version >= 2).code())
 }
 
-/// AddPartitionsToTxn v0-3 (one transaction per request, as clients send it). Partitions of unknown
-/// topics fail with UNKNOWN_TOPIC_OR_PARTITION and the rest with OPERATION_NOT_ATTEMPTED, as in Kafka.
+/// AddPartitionsToTxn. v0-3 carry one transaction, as clients send it; v4+ (KIP-890) carry a batch
+/// of transactions, each either added to or only verified (`verify_only`, what Kafka's brokers ask
+/// their transaction coordinator before appending a transactional batch).
 pub fn add_partitions(shared: &Arc<Shared>, req: AddPartitionsToTxnRequest, version: i16) -> Reply {
     let shared = shared.clone();
     detached(async move {
-        let topics = req.v3_and_below_topics;
-        let exists = |name: &str, p: i32| {
-            shared
-                .store
-                .topic(name)
-                .and_then(|t| u32::try_from(p).ok().and_then(|p| t.partition(p)))
-                .is_some()
-        };
-        let any_unknown = topics
-            .iter()
-            .any(|t| t.partitions.iter().any(|&p| !exists(t.name.0.as_str(), p)));
-        let result = if any_unknown {
-            None
-        } else {
-            let partitions: Vec<(String, i32)> = topics
-                .iter()
-                .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
-                .collect();
-            Some(
-                shared
-                    .txns
-                    .add(
-                        req.v3_and_below_transactional_id.0.as_str(),
-                        req.v3_and_below_producer_id.0,
-                        req.v3_and_below_producer_epoch,
-                        &partitions,
-                        &[],
-                    )
-                    .await,
+        if version <= 3 {
+            let results = add_to_one(
+                &shared,
+                req.v3_and_below_transactional_id.0.as_str(),
+                req.v3_and_below_producer_id.0,
+                req.v3_and_below_producer_epoch,
+                req.v3_and_below_topics,
+                false,
+                version,
             )
-        };
-        let results = topics
-            .into_iter()
-            .map(|t| {
-                let by_partition = t
-                    .partitions
-                    .iter()
-                    .map(|&p| {
-                        let error_code = match &result {
-                            Some(r) => code(*r, version),
-                            None if !exists(t.name.0.as_str(), p) => {
-                                ResponseError::UnknownTopicOrPartition.code()
-                            }
-                            None => ResponseError::OperationNotAttempted.code(),
-                        };
-                        AddPartitionsToTxnPartitionResult::default()
-                            .with_partition_index(p)
-                            .with_partition_error_code(error_code)
-                    })
-                    .collect();
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(t.name)
-                    .with_results_by_partition(by_partition)
-            })
-            .collect();
+            .await;
+            return AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(results)
+                .into();
+        }
+        let mut by_transaction = Vec::with_capacity(req.transactions.len());
+        for t in req.transactions {
+            let topic_results = add_to_one(
+                &shared,
+                t.transactional_id.0.as_str(),
+                t.producer_id.0,
+                t.producer_epoch,
+                t.topics,
+                t.verify_only,
+                version,
+            )
+            .await;
+            by_transaction.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id)
+                    .with_topic_results(topic_results),
+            );
+        }
         AddPartitionsToTxnResponse::default()
-            .with_results_by_topic_v3_and_below(results)
+            .with_results_by_transaction(by_transaction)
             .into()
     })
+}
+
+/// Adds (or with `verify_only`, checks) one transaction's partitions. Partitions of unknown topics
+/// fail with UNKNOWN_TOPIC_OR_PARTITION and the rest with OPERATION_NOT_ATTEMPTED, as in Kafka; a
+/// verified partition the transaction does not hold is INVALID_TXN_STATE.
+async fn add_to_one(
+    shared: &Arc<Shared>,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topics: Vec<AddPartitionsToTxnTopic>,
+    verify_only: bool,
+    version: i16,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let exists = |name: &str, p: i32| {
+        shared
+            .store
+            .topic(name)
+            .and_then(|t| u32::try_from(p).ok().and_then(|p| t.partition(p)))
+            .is_some()
+    };
+    let partitions: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
+        .collect();
+    let any_unknown = partitions.iter().any(|(t, p)| !exists(t, *p));
+    // One outcome for the whole request, or one per partition when verifying.
+    let result: Option<Result<Vec<Result<(), TxnError>>, TxnError>> = if any_unknown {
+        None
+    } else if verify_only {
+        Some(
+            shared
+                .txns
+                .verify_partitions(transactional_id, producer_id, epoch, &partitions),
+        )
+    } else {
+        let added = shared
+            .txns
+            .add(transactional_id, producer_id, epoch, &partitions, &[])
+            .await;
+        Some(added.map(|()| vec![Ok(()); partitions.len()]))
+    };
+    let mut next = 0usize;
+    topics
+        .into_iter()
+        .map(|t| {
+            let by_partition = t
+                .partitions
+                .iter()
+                .map(|&p| {
+                    let error_code = match &result {
+                        Some(Ok(each)) => code(each[next], version),
+                        Some(Err(e)) => code(Err(*e), version),
+                        None if !exists(t.name.0.as_str(), p) => {
+                            ResponseError::UnknownTopicOrPartition.code()
+                        }
+                        None => ResponseError::OperationNotAttempted.code(),
+                    };
+                    next += 1;
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_partition_error_code(error_code)
+                })
+                .collect();
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name)
+                .with_results_by_partition(by_partition)
+        })
+        .collect()
 }
 
 /// AddOffsetsToTxn: the transaction will commit offsets of this group.

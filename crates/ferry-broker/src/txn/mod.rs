@@ -347,6 +347,34 @@ impl TxnCoordinator {
         state::verify_produce(meta, epoch, partition)
     }
 
+    /// AddPartitionsToTxn's `verify_only`: whether each partition is in `transactional_id`'s open
+    /// transaction. The producer id and epoch are checked first, for all partitions at once.
+    pub fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Result<(), TxnError>>, TxnError> {
+        let inner = self.inner.lock();
+        let meta = inner
+            .txns
+            .get(transactional_id)
+            .map(|e| &e.meta)
+            .filter(|meta| meta.producer_id == producer_id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        if meta.producer_epoch != epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        if matches!(meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        Ok(partitions
+            .iter()
+            .map(|p| state::verify_produce(meta, epoch, p))
+            .collect())
+    }
+
     /// Checks a TxnOffsetCommit against the open transaction.
     pub fn verify_offsets(
         &self,
