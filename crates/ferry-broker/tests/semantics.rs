@@ -406,3 +406,87 @@ async fn committed_offsets_are_readable_from_consumer_offsets() {
     assert_eq!(got[1].value, None, "a tombstone");
     broker.shutdown().await.unwrap();
 }
+
+/// librdkafka's offset bisection test (0059-bsearch: assign, then seek to the midpoint and
+/// consume one record, ten times) took ~1 s on some iterations against Ferry. Its debug log
+/// shows why: after a seek, the client's fetch decision finds its queue above
+/// `queued.min.messages=1` and backs off for `fetch.queue.backoff.ms` (1,000 ms by default since
+/// librdkafka 2.1; before that the queue backoff was `fetch.error.backoff.ms`, which the test sets
+/// to 1 ms) before it even sends the fetch; the broker answered the fetch in under a millisecond.
+/// With the backoff the test meant (1 ms), every step must be quick: any delay left is the
+/// broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_bisection_like_librdkafka_0059_answers_every_seek_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start(dir.path()).await;
+    let bootstrap = broker.bootstrap_servers();
+    let producer = common::producer(&bootstrap, "all");
+    // 1,000 records an hour old, 100-109 ms apart, as the test writes them.
+    let mut timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 3_600_000;
+    let mut sends = Vec::new();
+    for i in 0..1000i64 {
+        sends.push(
+            producer.send(
+                FutureRecord::to("bsearch")
+                    .partition(0)
+                    .key("")
+                    .payload("bsearch")
+                    .timestamp(timestamp),
+                Duration::from_secs(10),
+            ),
+        );
+        timestamp += 100 + i % 10;
+    }
+    let delivered = futures::future::join_all(sends).await;
+    let golden = delivered[357].as_ref().expect("acknowledged").offset;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "bsearch")
+        .set("fetch.wait.max.ms", "1")
+        .set("fetch.error.backoff.ms", "1")
+        .set("fetch.queue.backoff.ms", "1")
+        .set("queued.min.messages", "1")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (mut low, mut high) = consumer
+        .fetch_watermarks("bsearch", 0, Duration::from_secs(5))
+        .unwrap();
+    let started = Instant::now();
+    for step in 0.. {
+        assert!(step < 12, "the bisection does not converge");
+        let mid = low + (high - low) / 2;
+        let at = Instant::now();
+        if step == 0 {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("bsearch", 0, Offset::Offset(mid))
+                .unwrap();
+            consumer.assign(&tpl).unwrap();
+        } else {
+            consumer
+                .seek("bsearch", 0, Offset::Offset(mid), Duration::from_secs(5))
+                .unwrap();
+        }
+        let got = poll_one(&consumer, Duration::from_secs(5)).expect("a record");
+        let took = at.elapsed();
+        assert_eq!(got, mid, "seek()ed to {mid}");
+        assert!(
+            took < Duration::from_millis(300),
+            "step {step}: seek to {mid} + consume took {took:?}"
+        );
+        if mid == golden {
+            break;
+        }
+        if mid < golden {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    eprintln!("bisection to offset {golden}: {:?}", started.elapsed());
+    broker.shutdown().await.unwrap();
+}
