@@ -327,7 +327,7 @@ async fn committed_offsets_are_readable_from_consumer_offsets() {
         Duration::from_secs(10),
     );
     assert_eq!(got.len(), 1, "the commit is in partition {partition}");
-    let mut key = &got[0].key.as_deref().expect("a key")[..];
+    let mut key = got[0].key.as_deref().expect("a key");
     assert_eq!(key.get_i16(), 1, "OffsetCommitKey version");
     let n = key.get_i16() as usize;
     assert_eq!(&key[..n], group.as_bytes());
@@ -337,7 +337,7 @@ async fn committed_offsets_are_readable_from_consumer_offsets() {
     key.advance(n);
     assert_eq!(key.get_i32(), 0, "partition");
     assert!(key.is_empty());
-    let mut value = &got[0].value.as_deref().expect("a value")[..];
+    let mut value = got[0].value.as_deref().expect("a value");
     assert_eq!(value.get_i16(), 3, "OffsetCommitValue version");
     assert_eq!(value.get_i64(), 3, "committed offset");
     value.get_i32(); // leader epoch

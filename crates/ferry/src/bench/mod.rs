@@ -1,4 +1,4 @@
-//! `ferry bench produce|consume|disk|group|up|dashboard|read-side|signup|dlq`: throughput and latency of a broker, measured with librdkafka (the client
+//! `ferry bench produce|consume|disk|group|up|dashboard|read-side|signup|dlq|compaction`: throughput and latency of a broker, measured with librdkafka (the client
 //! most Ferry services use), next to this machine's fsynced disk bandwidth from the same run.
 //!
 //! Without `--brokers` the bench starts a broker in this process, on 127.0.0.1:0 with a temporary data
@@ -6,6 +6,7 @@
 //! loops run on blocking threads, so they compete for the machine's cores as a broker and its clients would.
 //! Every run uses a new topic, so runs against a long-lived broker do not see each other's messages.
 
+mod compaction;
 mod consume;
 mod disk;
 mod dlq;
@@ -48,6 +49,8 @@ pub enum BenchCommand {
     Signup(signup::SignupBenchArgs),
     /// Dead letters per second in a poison flood, and the delay of a good message behind it.
     Dlq(dlq::DlqBenchArgs),
+    /// Compaction MiB/s, and produce latency on another topic while the cleaner runs.
+    Compaction(compaction::CompactionBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +180,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::ReadSide(args) => read_side::bench(args).await,
         BenchCommand::Signup(args) => signup::bench(args).await,
         BenchCommand::Dlq(args) => dlq::bench(args).await,
+        BenchCommand::Compaction(args) => compaction::bench(args).await,
         BenchCommand::Disk(args) => {
             let report =
                 blocking(move || disk::measure(&args.dir, args.mb, args.runs as usize)).await?;
