@@ -1,4 +1,5 @@
-//! `ferry consume TOPIC`: print message values, one per line.
+//! `ferry consume TOPIC`: print message values, one per line, or every field of each record with
+//! `--format` (kcat's placeholders) or `--json` (see [`crate::record_format`]).
 //!
 //! Without `--group` the consumer joins no group (a tool should not move a group's offsets): it assigns itself all
 //! partitions, or the one asked for, and commits nothing. With `--group G` it joins group G like any member, gets
@@ -18,14 +19,76 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 
 use crate::kafka::{self, BrokersArg};
+use crate::record_format;
+
+/// Where `--offset` starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+    Offset(i64),
+    /// The last N messages.
+    Tail(i64),
+    /// The first message at or after this time (ms since the epoch).
+    Time(i64),
+}
+
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    let bad = || format!("{s:?} is not beginning, end, N, -N or @TIMESTAMP_MS");
+    Ok(match s {
+        "beginning" => StartAt::Beginning,
+        "end" => StartAt::End,
+        _ if s.starts_with('@') => StartAt::Time(s[1..].parse().map_err(|_| bad())?),
+        _ if s.starts_with('-') => StartAt::Tail(s[1..].parse().map_err(|_| bad())?),
+        _ => StartAt::Offset(s.parse().map_err(|_| bad())?),
+    })
+}
+
+impl ConsumeArgs {
+    fn start(&self) -> StartAt {
+        match self.offset {
+            Some(start) => start,
+            None if self.from_beginning => StartAt::Beginning,
+            None => StartAt::End,
+        }
+    }
+
+    /// Writes one record as asked: its value and a newline, the `--format`, or `--json`.
+    fn print<M: Message>(&self, out: &mut impl Write, message: &M) -> io::Result<()> {
+        if let Some(format) = &self.format {
+            format.write(out, message)
+        } else if self.json {
+            serde_json::to_writer(&mut *out, &record_format::to_json(message))?;
+            out.write_all(b"\n")
+        } else {
+            out.write_all(message.payload().unwrap_or_default())?;
+            out.write_all(b"\n")
+        }
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Topic to read.
     topic: String,
-    /// Start at each partition's first message (default: only new messages).
-    #[arg(long)]
+    /// Start at each partition's first message (the same as `--offset beginning`).
+    #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
+    /// Where to start in each partition: `beginning`, `end` (the default: only new messages), an
+    /// offset `N`, `-N` (the last N messages), or `@T` (the first message at or after T, in
+    /// milliseconds since the epoch). With `--group`, only `beginning` or `end`, for a group
+    /// without committed offsets.
+    #[arg(long, value_parser = parse_start, allow_hyphen_values = true)]
+    offset: Option<StartAt>,
+    /// Print each record with this kcat-style format instead of its value and a newline:
+    /// %t topic, %p partition, %o offset, %T timestamp (ms), %k key, %K key length, %s value,
+    /// %S value length, %h headers (name=value,...), %% percent; escapes \n \r \t \0 \\.
+    #[arg(long, value_parser = record_format::Format::parse, conflicts_with = "json")]
+    format: Option<record_format::Format>,
+    /// Print each record as one JSON object per line (topic, partition, offset, timestamp, key,
+    /// headers, value; bytes that are not UTF-8 as {"base64": ...}).
+    #[arg(long)]
+    json: bool,
     /// Read only this partition.
     #[arg(long, conflicts_with = "group")]
     partition: Option<i32>,
@@ -33,8 +96,8 @@ pub struct ConsumeArgs {
     #[arg(long)]
     group: Option<String>,
     /// Stop after this many messages.
-    #[arg(long)]
-    count: Option<u64>,
+    #[arg(long, alias = "count")]
+    max_messages: Option<u64>,
     /// Stop once every partition has been read to its end.
     #[arg(long)]
     exit: bool,
@@ -68,16 +131,35 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
         }
         None => kafka::partitions_of(consumer.client(), brokers, &args.topic)?,
     };
-    let start = if args.from_beginning {
-        Offset::Beginning
-    } else {
-        Offset::End
-    };
     let mut assignment = TopicPartitionList::new();
     for &p in &partitions {
+        let start = match args.start() {
+            StartAt::Beginning => Offset::Beginning,
+            StartAt::End => Offset::End,
+            StartAt::Offset(n) => Offset::Offset(n),
+            StartAt::Tail(n) => Offset::OffsetTail(n),
+            // Looked up below, all partitions in one request.
+            StartAt::Time(t) => Offset::Offset(t),
+        };
         assignment
             .add_partition_offset(&args.topic, p, start)
             .context("bad partition")?;
+    }
+    if let StartAt::Time(t) = args.start() {
+        let found = consumer
+            .offsets_for_times(assignment, Duration::from_secs(10))
+            .with_context(|| format!("cannot look up offsets at {t} ms in {}", args.topic))?;
+        // A partition with nothing at or after that time starts at its end, as kcat does.
+        assignment = TopicPartitionList::new();
+        for e in found.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(n) => Offset::Offset(n),
+                _ => Offset::End,
+            };
+            assignment
+                .add_partition_offset(e.topic(), e.partition(), offset)
+                .context("bad partition")?;
+        }
     }
     consumer
         .assign(&assignment)
@@ -86,7 +168,7 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut printed = 0u64;
-    while args.count.is_none_or(|n| printed < n) {
+    while args.max_messages.is_none_or(|n| printed < n) {
         // Poll without waiting first; flush what we printed before we block, so a reader sees it promptly.
         let polled = match consumer.poll(Duration::ZERO) {
             Some(polled) => polled,
@@ -103,10 +185,7 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
         match polled {
             Ok(message) => {
                 at_end.remove(&message.partition());
-                let written = out
-                    .write_all(message.payload().unwrap_or_default())
-                    .and_then(|()| out.write_all(b"\n"));
-                if !reader_still_there(written)? {
+                if !reader_still_there(args.print(&mut out, &message))? {
                     return Ok(());
                 }
                 printed += 1;
@@ -127,20 +206,20 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
 /// As a member of `group`: subscribe, print, and store each printed message's offset for the periodic commit
 /// (and a final one on close), so a restart of the group resumes after what was printed.
 fn consume_in_group(args: &ConsumeArgs, group: &str) -> anyhow::Result<()> {
+    let reset = match args.start() {
+        StartAt::Beginning => "earliest",
+        StartAt::End => "latest",
+        _ => anyhow::bail!(
+            "with --group, --offset can only be beginning or end (the group's committed offsets decide where it resumes)"
+        ),
+    };
     let brokers = &args.brokers.brokers;
     let mut config = kafka::client_config(brokers);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set(
-            "auto.offset.reset",
-            if args.from_beginning {
-                "earliest"
-            } else {
-                "latest"
-            },
-        )
+        .set("auto.offset.reset", reset)
         .set("enable.partition.eof", args.exit.to_string());
     let consumer: rdkafka::consumer::BaseConsumer<kafka::QuietContext> =
         rdkafka::consumer::BaseConsumer::from_config_and_context(&config, kafka::QuietContext)
@@ -151,7 +230,7 @@ fn consume_in_group(args: &ConsumeArgs, group: &str) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut printed = 0u64;
-    while args.count.is_none_or(|n| printed < n) {
+    while args.max_messages.is_none_or(|n| printed < n) {
         let Some(polled) = consumer.poll(Duration::from_millis(200)) else {
             if !reader_still_there(out.flush())? {
                 break;
@@ -161,10 +240,7 @@ fn consume_in_group(args: &ConsumeArgs, group: &str) -> anyhow::Result<()> {
         match polled {
             Ok(message) => {
                 at_end.remove(&message.partition());
-                let written = out
-                    .write_all(message.payload().unwrap_or_default())
-                    .and_then(|()| out.write_all(b"\n"));
-                if !reader_still_there(written)? {
+                if !reader_still_there(args.print(&mut out, &message))? {
                     break;
                 }
                 consumer

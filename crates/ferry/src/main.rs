@@ -14,6 +14,7 @@ mod dlq;
 mod groups;
 mod kafka;
 mod produce;
+mod record_format;
 mod replay;
 mod serve;
 mod services;

@@ -1,4 +1,6 @@
-//! `ferry produce TOPIC`: each line of stdin becomes one message; reports how many the broker acknowledged.
+//! `ferry produce TOPIC`: each line of stdin becomes one message (or `--value-file` one message of a
+//! file's exact bytes), with a key, headers and CloudEvents attributes if asked; reports how many
+//! the broker acknowledged.
 
 use std::io::BufRead;
 use std::sync::Mutex;
@@ -10,7 +12,7 @@ use clap::Args;
 use rdkafka::ClientContext;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::kafka::{self, Acks, BrokersArg, QuietContext};
@@ -23,8 +25,31 @@ pub struct ProduceArgs {
     /// Topic to send to.
     topic: String,
     /// Key of every message (default: none, so the partitioner spreads them).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key_delimiter")]
     key: Option<String>,
+    /// Split each line at the first DELIM into key and value (a line without it has no key).
+    #[arg(long, value_name = "DELIM")]
+    key_delimiter: Option<String>,
+    /// A header on every message, NAME=VALUE (repeatable; the value may be empty).
+    #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Send one message whose value is this file's bytes, exactly (binary-safe), instead of
+    /// reading lines from stdin.
+    #[arg(long, value_name = "PATH", conflicts_with = "key_delimiter")]
+    value_file: Option<std::path::PathBuf>,
+    /// Make every message a CloudEvent of this type (binary content mode of the Kafka protocol
+    /// binding): sets ce_specversion, ce_id (a new UUID v7 each), ce_source, ce_type, ce_time
+    /// and, unless a --header sets it, content-type application/json.
+    #[arg(long = "type", value_name = "TYPE")]
+    ce_type: Option<String>,
+    /// The CloudEvents source with --type.
+    #[arg(
+        long,
+        value_name = "URI",
+        default_value = "/ferry/cli",
+        requires = "ce_type"
+    )]
+    source: String,
     /// Send every message to this partition.
     #[arg(long)]
     partition: Option<i32>,
@@ -33,6 +58,48 @@ pub struct ProduceArgs {
     acks: Acks,
     #[command(flatten)]
     brokers: BrokersArg,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err(format!("{s:?} has an empty header name")),
+        Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+        None => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+/// The headers of one message: CloudEvents attributes first (with `--type`), then `--header`s.
+fn headers_for(args: &ProduceArgs) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(ce_type) = &args.ce_type {
+        let id = uuid::Uuid::now_v7().to_string();
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        for (key, value) in [
+            ("ce_specversion", "1.0"),
+            ("ce_id", id.as_str()),
+            ("ce_source", args.source.as_str()),
+            ("ce_type", ce_type.as_str()),
+            ("ce_time", time.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if !args.headers.iter().any(|(n, _)| n == "content-type") {
+            headers = headers.insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
+        }
+    }
+    for (key, value) in &args.headers {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    headers
 }
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
@@ -136,10 +203,28 @@ fn produce_stdin(args: &ProduceArgs) -> anyhow::Result<()> {
             .context("cannot create a Kafka producer")?;
     kafka::fetch_metadata(producer.client(), brokers, None)?;
 
+    let mut sent = 0u64;
+    let send = |key: Option<&[u8]>, value: &[u8]| -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(&args.topic)
+            .payload(value)
+            .headers(headers_for(args));
+        if let Some(key) = key.or(args.key.as_deref().map(str::as_bytes)) {
+            record = record.key(key);
+        }
+        if let Some(partition) = args.partition {
+            record = record.partition(partition);
+        }
+        send_blocking(&producer, record, |_| {})
+    };
+    if let Some(path) = &args.value_file {
+        let value =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        send(None, &value)?;
+        sent += 1;
+    }
     let mut stdin = std::io::stdin().lock();
     let mut line = Vec::new();
-    let mut sent = 0u64;
-    loop {
+    while args.value_file.is_none() {
         line.clear();
         if stdin
             .read_until(b'\n', &mut line)
@@ -151,14 +236,17 @@ fn produce_stdin(args: &ProduceArgs) -> anyhow::Result<()> {
         if line.last() == Some(&b'\n') {
             line.pop();
         }
-        let mut record = BaseRecord::to(&args.topic).payload(&line[..]);
-        if let Some(key) = &args.key {
-            record = record.key(key.as_bytes());
+        let delimited = args.key_delimiter.as_deref().and_then(|d| {
+            let d = d.as_bytes();
+            (!d.is_empty())
+                .then(|| line.windows(d.len()).position(|w| w == d))
+                .flatten()
+                .map(|at| (&line[..at], &line[at + d.len()..]))
+        });
+        match delimited {
+            Some((key, value)) => send(Some(key), value)?,
+            None => send(None, &line)?,
         }
-        if let Some(partition) = args.partition {
-            record = record.partition(partition);
-        }
-        send_blocking(&producer, record, |_| {})?;
         sent += 1;
     }
     // Every message either gets a delivery report within MESSAGE_TIMEOUT or flush gives up shortly after.

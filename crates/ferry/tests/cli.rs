@@ -233,3 +233,160 @@ fn dlq_list_and_redrive_never_create_topics() {
     );
     assert_eq!(back.lines().collect::<Vec<_>>(), ["one", "two"]);
 }
+
+/// `ferry produce` could not set headers and `ferry consume` could show only values: keys,
+/// headers and binary values now round-trip byte for byte, with kcat's habits (`--header`,
+/// `--key-delimiter`, `--format`, `--offset`) plus `--json` and CloudEvents' `--type`.
+#[test]
+fn keys_headers_and_binary_values_round_trip_byte_exact() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), &[]);
+    let b = broker.addr.as_str();
+    let binary: Vec<u8> = (0..=255u8).rev().collect();
+    let file = dir.path().join("value.bin");
+    std::fs::write(&file, &binary).unwrap();
+    let file = file.to_str().unwrap();
+    ok(
+        b,
+        &[
+            "produce",
+            "bin",
+            "--partition",
+            "0",
+            "--key",
+            "k1",
+            "--header",
+            "a=1",
+            "--header",
+            "b=",
+            "--value-file",
+            file,
+        ],
+        "",
+    );
+    ok(
+        b,
+        &[
+            "produce",
+            "bin",
+            "--partition",
+            "0",
+            "--key-delimiter",
+            "::",
+            "--type",
+            "orders.placed",
+            "--header",
+            "x=y=z",
+        ],
+        "k2::{\"n\":1}\nno key here\n",
+    );
+
+    // The binary value, exactly.
+    let raw = ferry(
+        b,
+        &[
+            "consume",
+            "bin",
+            "--offset",
+            "beginning",
+            "--max-messages",
+            "1",
+            "--format",
+            "%s",
+        ],
+        "",
+    );
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, binary);
+
+    // Every field as JSON.
+    let json = ok(
+        b,
+        &["consume", "bin", "--offset", "0", "--json", "--exit"],
+        "",
+    );
+    let records: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{json}");
+    assert_eq!(records[0]["key"], "k1");
+    assert_eq!(
+        records[0]["headers"],
+        serde_json::json!([["a", "1"], ["b", ""]])
+    );
+    assert_eq!(
+        records[0]["value"]["base64"],
+        base64::engine::general_purpose::STANDARD.encode(&binary)
+    );
+    assert_eq!(records[1]["key"], "k2");
+    assert_eq!(records[1]["value"], "{\"n\":1}");
+    let headers: Vec<(String, String)> = records[1]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("ce_specversion"), Some("1.0"));
+    assert_eq!(header("ce_type"), Some("orders.placed"));
+    assert_eq!(header("ce_source"), Some("/ferry/cli"));
+    assert_eq!(header("content-type"), Some("application/json"));
+    assert_eq!(header("x"), Some("y=z"));
+    assert!(header("ce_id").unwrap().parse::<uuid::Uuid>().is_ok());
+    assert!(header("ce_time").unwrap().ends_with('Z'));
+    assert_eq!(records[2]["key"], serde_json::Value::Null);
+    assert_eq!(records[2]["value"], "no key here");
+
+    // --format, from an offset, and the last N.
+    let formatted = ok(
+        b,
+        &[
+            "consume",
+            "bin",
+            "--offset",
+            "1",
+            "--exit",
+            "--format",
+            r"%t/%p@%o key=%k (%K) value=%s (%S)\n",
+        ],
+        "",
+    );
+    insta::assert_snapshot!(formatted, @r#"
+    bin/0@1 key=k2 (2) value={"n":1} (7)
+    bin/0@2 key= (-1) value=no key here (11)
+    "#);
+    let last = ok(
+        b,
+        &[
+            "consume", "bin", "--offset", "-1", "--exit", "--format", r"%o\n",
+        ],
+        "",
+    );
+    assert_eq!(last, "2\n");
+    // By time: everything is after the epoch, nothing is after the far future.
+    let all = ok(
+        b,
+        &[
+            "consume", "bin", "--offset", "@0", "--exit", "--format", r"%o ",
+        ],
+        "",
+    );
+    assert_eq!(all, "0 1 2 ");
+    let none = ok(
+        b,
+        &["consume", "bin", "--offset", "@99999999999999", "--exit"],
+        "",
+    );
+    assert_eq!(none, "");
+    assert!(
+        fails(b, &["consume", "bin", "--group", "g", "--offset", "5"])
+            .contains("--offset can only be beginning or end")
+    );
+}
