@@ -42,7 +42,7 @@ contracts![
     users::UserRequested,
 ];
 
-/// The sensitive fields of the message type called `type_name` (on the wire, `ferry-type`);
+/// The sensitive fields of the message type called `type_name` (on the wire, `ce_type`);
 /// none for a type this crate does not define.
 pub fn sensitive_fields(type_name: &str) -> &'static [&'static str] {
     MESSAGE_TYPES

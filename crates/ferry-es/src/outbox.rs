@@ -6,7 +6,7 @@
 //! rows afterwards, retrying until the broker has them.
 //!
 //! The message that carries an event has the event's id as its message id and the event's
-//! version in its stream as `ferry-stream-version` (the envelope's `stream_version`). So a
+//! version in its stream as `ce_streamversion` (the envelope's `stream_version`). So a
 //! consumer can apply each entity's events once and in order by version alone (the next one is
 //! the last applied plus one), and tell a redelivery (a version it has) from a gap (one it
 //! missed), which a message id cannot tell it.

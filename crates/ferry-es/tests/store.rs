@@ -418,7 +418,7 @@ async fn outbox_rows_commit_with_the_events_they_carry(db: Database) {
             serde_json::from_str(&row.get::<String, _>(4)).unwrap();
         let stream_version = headers
             .iter()
-            .find(|(name, _)| name == "ferry-stream-version")
+            .find(|(name, _)| name == "ce_streamversion")
             .map(|(_, value)| value.as_str());
         assert_eq!(stream_version, Some(version), "{headers:?}");
     }

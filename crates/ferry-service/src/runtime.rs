@@ -115,7 +115,7 @@ impl Runtime {
             }
         };
         let transport = Transport::of(&config);
-        let publisher = transport.publisher()?;
+        let publisher = transport.publisher()?.with_source(format!("/ferry/{name}"));
         Ok(Runtime {
             name,
             config,

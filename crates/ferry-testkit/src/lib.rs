@@ -8,7 +8,9 @@
 //! - [`produce_raw`] and [`consume_raw`]: bytes straight onto a topic (poison messages,
 //!   redeliveries) and off it (dead-letter checks), through a real `rdkafka` client;
 //!   [`consume_until`] collects a topic's messages until a condition over all of them holds;
-//!   [`create_topic`] makes a topic with several partitions;
+//!   [`create_topic`] makes a topic with several partitions; [`produce_plain`] sends a record
+//!   with no key and no headers as a plain producer does, and [`rewind_group`] moves a stopped
+//!   group's offset back, for a real redelivery;
 //! - [`postgres_url`]: the PostgreSQL server of `FERRY_TEST_POSTGRES_URL`, or a printed skip.
 
 use std::time::{Duration, Instant};
@@ -192,6 +194,41 @@ pub async fn produce_raw(
         )
         .await
         .expect("produce");
+}
+
+/// Produces `payload` to partition 0 of `topic` with no key and no headers, the way a plain
+/// producer in any language does; returns its offset.
+pub async fn produce_plain(bootstrap: &str, topic: &str, payload: &[u8]) -> i64 {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    let record: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(topic).partition(0).payload(payload);
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("produce")
+        .offset
+}
+
+/// Moves `group`'s committed offset of `topic` partition 0 back to `offset`, so the group's
+/// next member reads from there again: a redelivery. The group must have no members.
+pub fn rewind_group(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .expect("offset");
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("commit the rewound offset");
 }
 
 /// A consumer group name no other reader in this process uses, so readers never share partitions.

@@ -183,7 +183,7 @@ mod tests {
             partition: 2,
             offset: 41,
             key: Some(b"order-1".to_vec()),
-            headers: [("ferry-type", "order-placed"), ("x", "y")]
+            headers: [("ce_type", "order-placed"), ("x", "y")]
                 .into_iter()
                 .collect(),
             payload: b"{}".to_vec(),

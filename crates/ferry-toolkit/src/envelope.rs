@@ -1,42 +1,92 @@
 //! The envelope: what every message carries besides its payload, and the typed [`Message`] trait.
 //!
-//! The envelope travels in transport headers, never inside the payload, so a payload is plain
-//! JSON of the message type and any consumer can read it. The header names below are a wire
-//! contract between services: renaming one breaks every service that reads it.
+//! The envelope is a CloudEvent in the Kafka protocol binding's *binary content mode*
+//! (CloudEvents 1.0): the attributes travel in `ce_*` headers, never inside the payload, so the
+//! payload is plain JSON of the message type and any consumer can read it. The header names
+//! below are a wire contract between services: renaming one breaks every service that reads it.
 //!
 //! | header | value |
 //! | --- | --- |
-//! | `ferry-message-id` | UUID v7 of this message (time-ordered), the key of inbox de-duplication |
-//! | `ferry-type` | the message type name, [`Message::TYPE`]; the router dispatches on it |
-//! | `ferry-version` | the schema version, [`Message::VERSION`], decimal |
-//! | `ferry-correlation-id` | UUID shared by every message of one flow (the first message's id) |
-//! | `ferry-causation-id` | UUID of the message whose handling produced this one (absent for the first) |
-//! | `traceparent` | W3C Trace Context of the producing span |
-//! | `ferry-produced-at` | milliseconds since the Unix epoch, decimal, when the message was built |
-//! | `ferry-reply-to` | (requests only) the topic the reply goes to |
-//! | `ferry-stream-version` | (event-sourced events only) the event's version in its stream, decimal, from 1 |
+//! | `ce_specversion` | `1.0` |
+//! | `ce_id` | UUID v7 of this message (time-ordered), the key of inbox de-duplication |
+//! | `ce_source` | the sending service, `/ferry/<service>` (set by its [`crate::Publisher`]) |
+//! | `ce_type` | the message type name, [`Message::TYPE`]; the router dispatches on it |
+//! | `ce_time` | when the message was built, RFC 3339 with milliseconds, UTC |
+//! | `content-type` | `application/json` (the CloudEvents `datacontenttype`) |
+//! | `ce_schemaversion` | extension: the schema version, [`Message::VERSION`], decimal |
+//! | `ce_correlationid` | extension: UUID shared by every message of one flow (the first message's id) |
+//! | `ce_causationid` | extension: UUID of the message whose handling produced this one (absent for the first) |
+//! | `ce_traceparent` and `traceparent` | the distributed-tracing extension, W3C Trace Context of the producing span; also as the plain header that Kafka tracing instrumentations read |
+//! | `ce_replyto` | extension, requests only: the topic the reply goes to |
+//! | `ce_streamversion` | extension, event-sourced events only: the event's version in its stream, decimal, from 1 |
+//!
+//! Reading ([`open`]) also accepts the *structured* mode (`content-type:
+//! application/cloudevents+json`, the event's attributes and `data` in the payload), the
+//! `ferry-*` headers Ferry wrote before it spoke CloudEvents ([`legacy_header`]), so older
+//! topics stay readable, and plain messages with no envelope at all when the router was told how
+//! to type them ([`crate::PlainTyping`]). A CloudEvents `id` that is not a UUID (any string is a
+//! valid id) is mapped to a UUID v5 of `source` and `id`, which together are unique by the spec,
+//! so the inbox still applies it once.
 //!
 //! Dead letters add `ferry-dlq-*` headers (see [`crate::dlq`]). All values are UTF-8 text.
 //!
-//! `ferry-stream-version` lets a consumer apply one entity's events exactly once and in order
+//! `ce_streamversion` lets a consumer apply one entity's events exactly once and in order
 //! without remembering every message id: it keeps the last version it applied per entity (the
 //! message key) and applies a message only at `last + 1`; a lower version is a redelivery, a
 //! higher one a gap to fill first. It is a header, not a payload field, because it is a fact
 //! about where the event sits in the event store, not part of the event, and because the payload
 //! then stays exactly the event's JSON, as stored.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::plain::PlainTyping;
 use crate::traceparent::TraceParent;
+use crate::transport::IncomingMessage;
 
-/// The envelope header names.
+/// The envelope header names: CloudEvents attributes in the Kafka binding's binary mode.
 pub mod header {
+    /// The CloudEvents version, always [`SPEC_VERSION`](super::SPEC_VERSION).
+    pub const SPEC_VERSION: &str = "ce_specversion";
+    /// UUID v7 of the message (CloudEvents `id`).
+    pub const MESSAGE_ID: &str = "ce_id";
+    /// The sending service (CloudEvents `source`).
+    pub const SOURCE: &str = "ce_source";
+    /// The message type name (CloudEvents `type`).
+    pub const TYPE: &str = "ce_type";
+    /// When the message was built (CloudEvents `time`), RFC 3339.
+    pub const TIME: &str = "ce_time";
+    /// The payload's media type (CloudEvents `datacontenttype`).
+    pub const CONTENT_TYPE: &str = "content-type";
+    /// The message schema version (extension).
+    pub const VERSION: &str = "ce_schemaversion";
+    /// The flow's correlation id (extension).
+    pub const CORRELATION_ID: &str = "ce_correlationid";
+    /// The id of the message that caused this one (extension).
+    pub const CAUSATION_ID: &str = "ce_causationid";
+    /// W3C Trace Context as the CloudEvents distributed-tracing extension.
+    pub const CE_TRACEPARENT: &str = "ce_traceparent";
+    /// W3C Trace Context as the plain header tracing instrumentations read.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The topic a reply to this request goes to (extension).
+    pub const REPLY_TO: &str = "ce_replyto";
+    /// The event's version in its event-sourced stream (extension).
+    pub const STREAM_VERSION: &str = "ce_streamversion";
+}
+
+/// The headers Ferry wrote before its envelope was a CloudEvent; still read, never written.
+pub mod legacy_header {
     /// UUID v7 of the message.
     pub const MESSAGE_ID: &str = "ferry-message-id";
     /// The message type name.
@@ -47,8 +97,6 @@ pub mod header {
     pub const CORRELATION_ID: &str = "ferry-correlation-id";
     /// The id of the message that caused this one.
     pub const CAUSATION_ID: &str = "ferry-causation-id";
-    /// W3C Trace Context.
-    pub const TRACEPARENT: &str = "traceparent";
     /// Production time, Unix epoch milliseconds.
     pub const PRODUCED_AT: &str = "ferry-produced-at";
     /// The topic a reply to this request goes to.
@@ -56,6 +104,13 @@ pub mod header {
     /// The event's version in its event-sourced stream.
     pub const STREAM_VERSION: &str = "ferry-stream-version";
 }
+
+/// The CloudEvents version Ferry writes and reads.
+pub const SPEC_VERSION: &str = "1.0";
+/// The media type of a structured-mode CloudEvent.
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// The source a message gets when its publisher was given none.
+pub const DEFAULT_SOURCE: &str = "/ferry";
 
 /// A typed message: a serde type with a stable type name and an entity key.
 ///
@@ -184,6 +239,9 @@ pub struct Envelope {
     pub produced_at: SystemTime,
     /// For a request, the topic its reply goes to.
     pub reply_to: Option<String>,
+    /// Who sent it (CloudEvents `source`). `None` on a new envelope: the [`crate::Publisher`]
+    /// that sends the message stamps its service's source.
+    pub source: Option<String>,
     /// For an event from an event store, its version in its stream (1 for the stream's first
     /// event, no gaps); `None` for every other message. Set by the event store when it stages
     /// the event, never inherited by follow-ups.
@@ -204,6 +262,7 @@ impl Envelope {
             traceparent: TraceParent::new_root(),
             produced_at: SystemTime::now(),
             reply_to: None,
+            source: None,
             stream_version: None,
         }
     }
@@ -219,23 +278,29 @@ impl Envelope {
         }
     }
 
-    /// Writes the envelope into `headers`, replacing any envelope headers already there.
+    /// Writes the envelope into `headers` as a binary-mode CloudEvent, replacing any envelope
+    /// headers already there (the legacy `ferry-*` ones too, so a re-sent message has one
+    /// envelope).
     pub fn write_to(&self, headers: &mut Headers) {
+        headers.retain(|name| !LEGACY_NAMES.contains(&name));
+        headers.insert(header::SPEC_VERSION, SPEC_VERSION);
         headers.insert(header::MESSAGE_ID, self.message_id.to_string());
+        match &self.source {
+            Some(source) => headers.insert(header::SOURCE, source.clone()),
+            None => headers.remove(header::SOURCE),
+        }
         headers.insert(header::TYPE, self.type_name.clone());
+        headers.insert(header::TIME, rfc3339(self.produced_at));
+        headers.insert(header::CONTENT_TYPE, "application/json");
         headers.insert(header::VERSION, self.version.to_string());
         headers.insert(header::CORRELATION_ID, self.correlation_id.to_string());
         match self.causation_id {
             Some(id) => headers.insert(header::CAUSATION_ID, id.to_string()),
             None => headers.remove(header::CAUSATION_ID),
         }
-        headers.insert(header::TRACEPARENT, self.traceparent.to_string());
-        let millis = self
-            .produced_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis();
-        headers.insert(header::PRODUCED_AT, millis.to_string());
+        let trace = self.traceparent.to_string();
+        headers.insert(header::CE_TRACEPARENT, trace.clone());
+        headers.insert(header::TRACEPARENT, trace);
         match &self.reply_to {
             Some(topic) => headers.insert(header::REPLY_TO, topic.clone()),
             None => headers.remove(header::REPLY_TO),
@@ -246,46 +311,86 @@ impl Envelope {
         }
     }
 
-    /// Reads an envelope. The id and type are required. A message from a producer that sets
-    /// only those is still accepted: the rest default (version 1, correlation id = message id,
-    /// a new trace, produced now), but a header that is present and malformed is an error.
+    /// Reads an envelope from headers: a binary-mode CloudEvent, or the legacy `ferry-*`
+    /// headers. The id and type are required. A message from a producer that sets only those
+    /// is still accepted: the rest default (version 1, correlation id = message id, a new
+    /// trace, produced now), but a header that is present and malformed is an error.
     pub fn read_from(headers: &Headers) -> Result<Envelope> {
-        let message_id = required(headers, header::MESSAGE_ID)?;
-        let message_id = parse(header::MESSAGE_ID, message_id)?;
-        let type_name = required(headers, header::TYPE)?.to_owned();
-        if type_name.is_empty() {
-            return Err(Error::BadHeader {
-                name: header::TYPE,
-                value: type_name,
-            });
+        let legacy = headers.get(header::MESSAGE_ID).is_none()
+            && headers.get(header::SPEC_VERSION).is_none()
+            && (headers.get(legacy_header::MESSAGE_ID).is_some()
+                || headers.get(legacy_header::TYPE).is_some());
+        let attribute = |name: &'static str| optional(headers, name);
+        if legacy {
+            Self::read_attributes(Format::Legacy, |name| attribute(legacy_name(name)))
+        } else {
+            Self::read_attributes(Format::Binary, attribute)
         }
-        let version = optional(headers, header::VERSION)?
-            .map(|v| parse(header::VERSION, v))
+    }
+
+    /// Builds an envelope from attribute values looked up by their binary-mode header name
+    /// (`get` maps the name to wherever the format keeps it).
+    fn read_attributes<'a>(
+        format: Format,
+        get: impl Fn(&'static str) -> Result<Option<&'a str>>,
+    ) -> Result<Envelope> {
+        if format != Format::Legacy
+            && let Some(version) = get(header::SPEC_VERSION)?
+            && version != SPEC_VERSION
+        {
+            return Err(bad(header::SPEC_VERSION, version));
+        }
+        let source = get(header::SOURCE)?.map(str::to_owned);
+        let id_name = format.name(header::MESSAGE_ID);
+        let id = get(header::MESSAGE_ID)?.ok_or(Error::MissingHeader(id_name))?;
+        let message_id = match (Uuid::parse_str(id), format) {
+            (Ok(uuid), _) => uuid,
+            // Any string is a CloudEvents id; `source` + `id` is what is unique.
+            (Err(_), Format::Binary | Format::Structured) if !id.is_empty() => {
+                foreign_id(source.as_deref().unwrap_or_default(), id)
+            }
+            (Err(_), _) => return Err(bad(id_name, id)),
+        };
+        let type_name = get(header::TYPE)?
+            .ok_or(Error::MissingHeader(format.name(header::TYPE)))?
+            .to_owned();
+        if type_name.is_empty() {
+            return Err(bad(format.name(header::TYPE), &type_name));
+        }
+        let parsed = |name: &'static str| -> Result<Option<Uuid>> {
+            get(name)?.map(|v| parse(format.name(name), v)).transpose()
+        };
+        let version = get(header::VERSION)?
+            .map(|v| parse(format.name(header::VERSION), v))
             .transpose()?
             .unwrap_or(1);
-        let correlation_id = optional(headers, header::CORRELATION_ID)?
-            .map(|v| parse(header::CORRELATION_ID, v))
-            .transpose()?
-            .unwrap_or(message_id);
-        let causation_id = optional(headers, header::CAUSATION_ID)?
-            .map(|v| parse(header::CAUSATION_ID, v))
-            .transpose()?;
-        let traceparent = optional(headers, header::TRACEPARENT)?
-            .map(|v| parse(header::TRACEPARENT, v))
-            .transpose()?
-            .unwrap_or_else(TraceParent::new_root);
-        let produced_at = optional(headers, header::PRODUCED_AT)?
-            .map(|v| parse::<u64>(header::PRODUCED_AT, v))
-            .transpose()?
-            .map_or_else(SystemTime::now, |ms| UNIX_EPOCH + Duration::from_millis(ms));
-        let reply_to = optional(headers, header::REPLY_TO)?.map(str::to_owned);
-        let stream_version = optional(headers, header::STREAM_VERSION)?
-            .map(|v| match parse::<i64>(header::STREAM_VERSION, v)? {
+        let correlation_id = parsed(header::CORRELATION_ID)?.unwrap_or(message_id);
+        let causation_id = parsed(header::CAUSATION_ID)?;
+        let trace_name = match format {
+            Format::Legacy => header::TRACEPARENT,
+            _ => header::CE_TRACEPARENT,
+        };
+        let traceparent = match get(header::CE_TRACEPARENT)? {
+            Some(v) => Some(parse(trace_name, v)?),
+            None => get(header::TRACEPARENT)?
+                .map(|v| parse(header::TRACEPARENT, v))
+                .transpose()?,
+        }
+        .unwrap_or_else(TraceParent::new_root);
+        let produced_at = match get(header::TIME)? {
+            None => SystemTime::now(),
+            Some(v) if format == Format::Legacy => {
+                let ms = parse::<u64>(legacy_header::PRODUCED_AT, v)?;
+                UNIX_EPOCH + Duration::from_millis(ms)
+            }
+            Some(v) => parse_rfc3339(v).ok_or_else(|| bad(format.name(header::TIME), v))?,
+        };
+        let reply_to = get(header::REPLY_TO)?.map(str::to_owned);
+        let stream_name = format.name(header::STREAM_VERSION);
+        let stream_version = get(header::STREAM_VERSION)?
+            .map(|v| match parse::<i64>(stream_name, v)? {
                 version if version >= 1 => Ok(version),
-                _ => Err(Error::BadHeader {
-                    name: header::STREAM_VERSION,
-                    value: v.to_owned(),
-                }),
+                _ => Err(bad(stream_name, v)),
             })
             .transpose()?;
         Ok(Envelope {
@@ -297,13 +402,94 @@ impl Envelope {
             traceparent,
             produced_at,
             reply_to,
+            source,
             stream_version,
         })
     }
 }
 
-fn required<'a>(headers: &'a Headers, name: &'static str) -> Result<&'a str> {
-    optional(headers, name)?.ok_or(Error::MissingHeader(name))
+/// Where a message's envelope was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `ce_*` headers.
+    Binary,
+    /// Attributes inside an `application/cloudevents+json` payload.
+    Structured,
+    /// `ferry-*` headers.
+    Legacy,
+}
+
+impl Format {
+    /// How an attribute (named by its binary-mode header) is spelled in this format, for errors.
+    fn name(self, binary: &'static str) -> &'static str {
+        match self {
+            Format::Binary => binary,
+            Format::Legacy => legacy_name(binary),
+            Format::Structured => structured_name(binary),
+        }
+    }
+}
+
+const LEGACY_NAMES: [&str; 8] = [
+    legacy_header::MESSAGE_ID,
+    legacy_header::TYPE,
+    legacy_header::VERSION,
+    legacy_header::CORRELATION_ID,
+    legacy_header::CAUSATION_ID,
+    legacy_header::PRODUCED_AT,
+    legacy_header::REPLY_TO,
+    legacy_header::STREAM_VERSION,
+];
+
+/// The legacy header of a binary-mode attribute (itself where there is none, e.g. traceparent).
+fn legacy_name(binary: &'static str) -> &'static str {
+    match binary {
+        header::MESSAGE_ID => legacy_header::MESSAGE_ID,
+        header::TYPE => legacy_header::TYPE,
+        header::VERSION => legacy_header::VERSION,
+        header::CORRELATION_ID => legacy_header::CORRELATION_ID,
+        header::CAUSATION_ID => legacy_header::CAUSATION_ID,
+        header::TIME => legacy_header::PRODUCED_AT,
+        header::REPLY_TO => legacy_header::REPLY_TO,
+        header::STREAM_VERSION => legacy_header::STREAM_VERSION,
+        other => other,
+    }
+}
+
+/// The structured-mode attribute of a binary-mode header: the name without `ce_`.
+fn structured_name(binary: &'static str) -> &'static str {
+    binary.strip_prefix("ce_").unwrap_or(binary)
+}
+
+/// The UUID standing for a foreign CloudEvent's string id: v5 of `source` and `id`.
+fn foreign_id(source: &str, id: &str) -> Uuid {
+    Uuid::new_v5(&FOREIGN_ID_NAMESPACE, format!("{source}\n{id}").as_bytes())
+}
+
+/// Namespace of [`foreign_id`] and [`crate::plain`]'s offset-derived ids (random, fixed forever:
+/// changing it would make redelivered messages look new).
+pub(crate) const FOREIGN_ID_NAMESPACE: Uuid =
+    Uuid::from_u128(0x6a3f_0c2e_8d1b_4f5a_9e07_21c4_b8d3_5e91);
+
+fn rfc3339(at: SystemTime) -> String {
+    let millis = at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let at = OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(millis as i64);
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    Some(SystemTime::from(at))
+}
+
+fn bad(name: &'static str, value: &str) -> Error {
+    Error::BadHeader {
+        name,
+        value: value.to_owned(),
+    }
 }
 
 fn optional<'a>(headers: &'a Headers, name: &'static str) -> Result<Option<&'a str>> {
@@ -311,18 +497,158 @@ fn optional<'a>(headers: &'a Headers, name: &'static str) -> Result<Option<&'a s
         None => Ok(None),
         Some(bytes) => std::str::from_utf8(bytes)
             .map(Some)
-            .map_err(|_| Error::BadHeader {
-                name,
-                value: String::from_utf8_lossy(bytes).into_owned(),
-            }),
+            .map_err(|_| bad(name, &String::from_utf8_lossy(bytes))),
     }
 }
 
 fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T> {
-    value.parse().map_err(|_| Error::BadHeader {
-        name,
-        value: value.to_owned(),
+    value.parse().map_err(|_| bad(name, value))
+}
+
+/// A message opened for a handler: its envelope and the payload to decode.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    /// The envelope, from wherever the message kept it.
+    pub envelope: Envelope,
+    /// The payload: the record's value, or a structured event's `data`, or what a
+    /// [`PlainTyping`] unwrapped.
+    pub payload: Cow<'a, [u8]>,
+}
+
+/// Opens a consumed message: finds its envelope (structured-mode CloudEvent, binary-mode
+/// headers, legacy `ferry-*` headers, or none, in which case `plain` types it) and its payload.
+pub fn open<'a>(message: &'a IncomingMessage, plain: Option<&PlainTyping>) -> Result<Opened<'a>> {
+    let headers = &message.headers;
+    if let Some(content_type) = headers.get_str(header::CONTENT_TYPE)
+        && content_type
+            .get(..STRUCTURED_CONTENT_TYPE.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(STRUCTURED_CONTENT_TYPE))
+    {
+        return open_structured(&message.payload);
+    }
+    let enveloped = [
+        header::MESSAGE_ID,
+        header::TYPE,
+        header::SPEC_VERSION,
+        legacy_header::MESSAGE_ID,
+        legacy_header::TYPE,
+    ]
+    .iter()
+    .any(|name| headers.get(name).is_some());
+    match plain {
+        Some(plain) if !enveloped => plain.open(message),
+        _ => Ok(Opened {
+            envelope: Envelope::read_from(headers)?,
+            payload: Cow::Borrowed(&message.payload),
+        }),
+    }
+}
+
+/// A structured-mode event: attributes and `data` (or `data_base64`) in one JSON object.
+fn open_structured(payload: &[u8]) -> Result<Opened<'static>> {
+    let undecodable = |why: String| Error::Envelope(format!("structured CloudEvent: {why}"));
+    let event: serde_json::Map<String, Value> =
+        serde_json::from_slice(payload).map_err(|e| undecodable(e.to_string()))?;
+    // Attributes are strings on the wire of the binary mode; here integers are allowed too.
+    let texts: Vec<(&'static str, String)> = ATTRIBUTES
+        .iter()
+        .filter_map(|&binary| {
+            let value = event.get(structured_name(binary))?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => other.to_string(),
+            };
+            Some((binary, text))
+        })
+        .collect();
+    if !texts.iter().any(|(name, _)| *name == header::SPEC_VERSION) {
+        return Err(Error::MissingHeader("specversion"));
+    }
+    let envelope = Envelope::read_attributes(Format::Structured, |name| {
+        Ok(texts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str()))
+    })?;
+    let data = match (event.get("data"), event.get("data_base64")) {
+        (Some(Value::String(text)), _)
+            if !event
+                .get("datacontenttype")
+                .and_then(Value::as_str)
+                .is_none_or(|t| t.contains("json")) =>
+        {
+            text.clone().into_bytes()
+        }
+        (Some(data), _) => serde_json::to_vec(data).map_err(|e| undecodable(e.to_string()))?,
+        (None, Some(Value::String(b64))) => BASE64
+            .decode(b64)
+            .map_err(|e| undecodable(format!("data_base64: {e}")))?,
+        (None, _) => b"null".to_vec(),
+    };
+    Ok(Opened {
+        envelope,
+        payload: Cow::Owned(data),
     })
+}
+
+/// Every attribute by its binary-mode name.
+const ATTRIBUTES: [&str; 12] = [
+    header::SPEC_VERSION,
+    header::MESSAGE_ID,
+    header::SOURCE,
+    header::TYPE,
+    header::TIME,
+    header::VERSION,
+    header::CORRELATION_ID,
+    header::CAUSATION_ID,
+    header::CE_TRACEPARENT,
+    header::TRACEPARENT,
+    header::REPLY_TO,
+    header::STREAM_VERSION,
+];
+
+/// What a viewer (the dashboard, the AMQP properties) shows of an envelope, read leniently
+/// from any header format: each field is `None` when absent or malformed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The message id as written.
+    pub message_id: Option<String>,
+    /// The type name.
+    pub type_name: Option<String>,
+    /// The correlation id.
+    pub correlation_id: Option<String>,
+    /// The causation id.
+    pub causation_id: Option<String>,
+    /// When it was produced, Unix epoch milliseconds.
+    pub produced_at_millis: Option<u64>,
+}
+
+impl Summary {
+    /// Reads the summary of `headers`.
+    pub fn of(headers: &Headers) -> Summary {
+        let text = |name: &'static str| {
+            headers
+                .get_str(name)
+                .or_else(|| headers.get_str(legacy_name(name)))
+                .map(str::to_owned)
+        };
+        let produced_at_millis = match headers.get_str(header::TIME) {
+            Some(t) => parse_rfc3339(t)
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64),
+            None => headers
+                .get_str(legacy_header::PRODUCED_AT)
+                .and_then(|v| v.parse().ok()),
+        };
+        Summary {
+            message_id: text(header::MESSAGE_ID),
+            type_name: text(header::TYPE),
+            correlation_id: text(header::CORRELATION_ID),
+            causation_id: text(header::CAUSATION_ID),
+            produced_at_millis,
+        }
+    }
 }
 
 /// Serializes a message to its JSON payload.
@@ -407,21 +733,19 @@ mod tests {
         let id = Uuid::now_v7().to_string();
         let id = id.as_str();
         check_read(&[(header::MESSAGE_ID, id), (header::TYPE, "t")], Ok(()));
-        check_read(
-            &[(header::TYPE, "t")],
-            Err("missing header ferry-message-id"),
-        );
-        check_read(
-            &[(header::MESSAGE_ID, id)],
-            Err("missing header ferry-type"),
-        );
-        check_read(
-            &[(header::MESSAGE_ID, "nope"), (header::TYPE, "t")],
-            Err("bad header ferry-message-id: \"nope\""),
-        );
+        check_read(&[(header::TYPE, "t")], Err("missing header ce_id"));
+        check_read(&[(header::MESSAGE_ID, id)], Err("missing header ce_type"));
         check_read(
             &[(header::MESSAGE_ID, id), (header::TYPE, "")],
-            Err("bad header ferry-type: \"\""),
+            Err("bad header ce_type: \"\""),
+        );
+        check_read(
+            &[
+                (header::SPEC_VERSION, "0.3"),
+                (header::MESSAGE_ID, id),
+                (header::TYPE, "t"),
+            ],
+            Err("bad header ce_specversion: \"0.3\""),
         );
         check_read(
             &[
@@ -429,23 +753,23 @@ mod tests {
                 (header::TYPE, "t"),
                 (header::VERSION, "x"),
             ],
-            Err("bad header ferry-version: \"x\""),
+            Err("bad header ce_schemaversion: \"x\""),
         );
         check_read(
             &[
                 (header::MESSAGE_ID, id),
                 (header::TYPE, "t"),
-                (header::TRACEPARENT, "00-zz"),
+                (header::CE_TRACEPARENT, "00-zz"),
             ],
-            Err("bad header traceparent: \"00-zz\""),
+            Err("bad header ce_traceparent: \"00-zz\""),
         );
         check_read(
             &[
                 (header::MESSAGE_ID, id),
                 (header::TYPE, "t"),
-                (header::STREAM_VERSION, "7"),
+                (header::TIME, "yesterday"),
             ],
-            Ok(()),
+            Err("bad header ce_time: \"yesterday\""),
         );
         for bad in ["0", "-1", "x"] {
             check_read(
@@ -454,9 +778,199 @@ mod tests {
                     (header::TYPE, "t"),
                     (header::STREAM_VERSION, bad),
                 ],
-                Err(format!("bad header ferry-stream-version: \"{bad}\"").as_str()),
+                Err(format!("bad header ce_streamversion: \"{bad}\"").as_str()),
             );
         }
+        // The legacy headers, with their own names in errors.
+        check_read(
+            &[(legacy_header::MESSAGE_ID, id), (legacy_header::TYPE, "t")],
+            Ok(()),
+        );
+        check_read(
+            &[(legacy_header::TYPE, "t")],
+            Err("missing header ferry-message-id"),
+        );
+        check_read(
+            &[
+                (legacy_header::MESSAGE_ID, "nope"),
+                (legacy_header::TYPE, "t"),
+            ],
+            Err("bad header ferry-message-id: \"nope\""),
+        );
+        check_read(
+            &[
+                (legacy_header::MESSAGE_ID, id),
+                (legacy_header::TYPE, "t"),
+                (legacy_header::STREAM_VERSION, "0"),
+            ],
+            Err("bad header ferry-stream-version: \"0\""),
+        );
+    }
+
+    #[test]
+    fn the_wire_is_a_binary_mode_cloudevent() {
+        let mut envelope = Envelope::new::<Ping>();
+        envelope.produced_at = UNIX_EPOCH + Duration::from_millis(1_765_000_000_123);
+        envelope.source = Some("/ferry/test".into());
+        let mut headers = Headers::new();
+        envelope.write_to(&mut headers);
+        let names: Vec<_> = headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_time",
+                "content-type",
+                "ce_schemaversion",
+                "ce_correlationid",
+                "ce_traceparent",
+                "traceparent",
+            ]
+        );
+        assert_eq!(headers.get_str(header::SPEC_VERSION), Some("1.0"));
+        assert_eq!(
+            headers.get_str(header::TIME),
+            Some("2025-12-06T05:46:40.123Z")
+        );
+        assert_eq!(headers.get_str(header::TYPE), Some("test.ping"));
+        assert_eq!(headers.get_str(header::VERSION), Some("3"));
+    }
+
+    #[test]
+    fn legacy_headers_read_the_same_envelope_and_rewriting_drops_them() {
+        let envelope = Envelope::new::<Ping>();
+        let millis = envelope
+            .produced_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let mut headers: Headers = [
+            (legacy_header::MESSAGE_ID, envelope.message_id.to_string()),
+            (legacy_header::TYPE, envelope.type_name.clone()),
+            (legacy_header::VERSION, "3".to_owned()),
+            (
+                legacy_header::CORRELATION_ID,
+                envelope.correlation_id.to_string(),
+            ),
+            (header::TRACEPARENT, envelope.traceparent.to_string()),
+            (legacy_header::PRODUCED_AT, millis.to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let mut read = Envelope::read_from(&headers).unwrap();
+        let read_millis = read
+            .produced_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(read_millis, millis);
+        read.produced_at = envelope.produced_at;
+        assert_eq!(read, envelope);
+        read.write_to(&mut headers);
+        assert!(headers.iter().all(|(n, _)| !n.starts_with("ferry-")));
+    }
+
+    fn structured(json: &str) -> IncomingMessage {
+        IncomingMessage {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            headers: [(
+                header::CONTENT_TYPE,
+                "application/cloudevents+json; charset=utf-8",
+            )]
+            .into_iter()
+            .collect(),
+            payload: json.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn structured_mode_events_open_with_their_data() {
+        let message = structured(
+            r#"{"specversion":"1.0","id":"A234-1234-1234","source":"/mycontext","type":"com.example.someevent",
+                "time":"2018-04-05T17:31:00+02:00","correlationid":"0190d8e2-7c53-7f00-8000-000000000001",
+                "datacontenttype":"application/json","data":{"appinfoA":"abc"}}"#,
+        );
+        let opened = open(&message, None).unwrap();
+        assert_eq!(opened.envelope.type_name, "com.example.someevent");
+        assert_eq!(opened.envelope.source.as_deref(), Some("/mycontext"));
+        // A string id becomes a stable UUID of source and id.
+        assert_eq!(
+            opened.envelope.message_id,
+            foreign_id("/mycontext", "A234-1234-1234")
+        );
+        assert_eq!(
+            opened.envelope.message_id,
+            open(&message, None).unwrap().envelope.message_id
+        );
+        assert_eq!(
+            opened.envelope.correlation_id.to_string(),
+            "0190d8e2-7c53-7f00-8000-000000000001"
+        );
+        assert_eq!(
+            opened.envelope.produced_at,
+            UNIX_EPOCH + Duration::from_secs(1_522_942_260)
+        );
+        assert_eq!(&*opened.payload, br#"{"appinfoA":"abc"}"#);
+
+        let binary = structured(
+            r#"{"specversion":"1.0","id":"1","source":"s","type":"t","data_base64":"/wA="}"#,
+        );
+        assert_eq!(&*open(&binary, None).unwrap().payload, &[0xff, 0x00]);
+        let no_version = structured(r#"{"id":"1","source":"s","type":"t"}"#);
+        assert_eq!(
+            open(&no_version, None).unwrap_err().to_string(),
+            "missing header specversion"
+        );
+        let no_type = structured(r#"{"specversion":"1.0","id":"1","source":"s"}"#);
+        assert_eq!(
+            open(&no_type, None).unwrap_err().to_string(),
+            "missing header type"
+        );
+        assert!(open(&structured("[1,2]"), None).is_err());
+    }
+
+    #[test]
+    fn a_message_without_any_envelope_needs_plain_typing() {
+        let mut message = structured(r#"{"id":"1"}"#);
+        message.headers = Headers::new();
+        assert_eq!(
+            open(&message, None).unwrap_err().to_string(),
+            "missing header ce_id"
+        );
+        let opened = open(&message, Some(&PlainTyping::fixed("CourseMessage"))).unwrap();
+        assert_eq!(opened.envelope.type_name, "CourseMessage");
+        // An envelope, when there is one, wins over plain typing.
+        let id = Uuid::now_v7().to_string();
+        message.headers.insert(header::MESSAGE_ID, id.clone());
+        message.headers.insert(header::TYPE, "other");
+        let opened = open(&message, Some(&PlainTyping::fixed("CourseMessage"))).unwrap();
+        assert_eq!(opened.envelope.type_name, "other");
+        assert_eq!(opened.envelope.message_id.to_string(), id);
+    }
+
+    #[test]
+    fn summary_reads_either_header_format() {
+        let envelope = Envelope::new::<Ping>();
+        let mut headers = Headers::new();
+        envelope.write_to(&mut headers);
+        let summary = Summary::of(&headers);
+        assert_eq!(summary.type_name.as_deref(), Some("test.ping"));
+        assert_eq!(summary.message_id, Some(envelope.message_id.to_string()));
+        let legacy: Headers = [
+            (legacy_header::TYPE, "x"),
+            (legacy_header::PRODUCED_AT, "42"),
+        ]
+        .into_iter()
+        .collect();
+        let summary = Summary::of(&legacy);
+        assert_eq!(summary.type_name.as_deref(), Some("x"));
+        assert_eq!(summary.produced_at_millis, Some(42));
     }
 
     #[test]

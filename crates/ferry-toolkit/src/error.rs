@@ -36,11 +36,15 @@ pub enum Error {
         /// Its value, lossily decoded as UTF-8.
         value: String,
     },
+    /// A message's envelope cannot be read: a malformed structured-mode CloudEvent, or a plain
+    /// message its [`crate::PlainTyping`] cannot type.
+    #[error("bad envelope: {0}")]
+    Envelope(String),
     /// The Kafka client reported an error.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// A reply was asked for, but the incoming message names no reply topic.
-    #[error("the message has no ferry-reply-to header")]
+    #[error("the message has no ce_replyto header")]
     NoReplyTo,
     /// No reply arrived in time.
     #[error("no reply within {0:?}")]

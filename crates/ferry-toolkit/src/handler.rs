@@ -253,7 +253,7 @@ impl MessageContext {
             .await
     }
 
-    /// Replies to a request: publishes `message` to the request's `ferry-reply-to` topic with
+    /// Replies to a request: publishes `message` to the request's `ce_replyto` topic with
     /// the request's correlation id.
     pub async fn reply<M: Message>(&self, message: M) -> Result<Delivery, PublishError<M>> {
         let Some(reply_to) = self.envelope.reply_to.clone() else {

@@ -51,6 +51,7 @@ mod error;
 mod handler;
 pub mod kafka;
 pub mod ops;
+mod plain;
 mod process;
 mod publisher;
 pub mod redact;
@@ -61,9 +62,12 @@ pub mod sql;
 mod traceparent;
 mod transport;
 
-pub use envelope::{Envelope, Headers, Message, decode, encode, header};
+pub use envelope::{
+    Envelope, Headers, Message, Opened, Summary, decode, encode, header, legacy_header, open,
+};
 pub use error::{Error, Result};
 pub use handler::{FnHandler, Handler, HandlerError, MessageContext, handler_fn};
+pub use plain::{PlainTyping, Typed, position_id};
 pub use publisher::{Delivery, PublishError, Publisher};
 pub use request::{RequestError, Requester};
 pub use retry::RetryPolicy;

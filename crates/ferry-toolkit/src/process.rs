@@ -43,9 +43,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::dlq::{self, Reason};
-use crate::envelope::Envelope;
+use crate::envelope::{self, Opened};
 use crate::handler::{HandlerError, MessageContext};
 use crate::ops::metrics;
+use crate::plain::PlainTyping;
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
 use crate::router::{ErasedHandler, Router};
@@ -190,6 +191,8 @@ pub(crate) struct Processor {
     /// Exactly-once mode: handlers' publishes are captured into the batch, letters are never
     /// flushed from here.
     transactional: bool,
+    /// How to type plain messages, per topic.
+    plain: HashMap<String, PlainTyping>,
 }
 
 impl Processor {
@@ -206,6 +209,7 @@ impl Processor {
             publisher,
             addressed_redrives,
             transactional: router.transactional_id.is_some(),
+            plain: router.plain.clone(),
         }
     }
 
@@ -282,20 +286,21 @@ impl Processor {
             metrics::redrive_skipped(&message.topic);
             return Outcome::Skipped;
         }
-        let envelope = match Envelope::read_from(&message.headers) {
-            Ok(envelope) => envelope,
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable envelope, dead-lettering");
-                return self.dead_letter(
-                    message,
-                    "",
-                    Reason::Undecodable,
-                    &e.to_string(),
-                    0,
-                    letters,
-                );
-            }
-        };
+        let Opened { envelope, payload } =
+            match envelope::open(message, self.plain.get(&message.topic)) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable envelope, dead-lettering");
+                    return self.dead_letter(
+                        message,
+                        "",
+                        Reason::Undecodable,
+                        &e.to_string(),
+                        0,
+                        letters,
+                    );
+                }
+            };
         // This handling is a child span of the producer's, and what follow-ups carry.
         let trace = envelope.traceparent.child();
         span.record("message_type", envelope.type_name.as_str());
@@ -316,7 +321,7 @@ impl Processor {
         loop {
             let capture = self.transactional.then(Capture::default);
             let publisher = match &capture {
-                Some(capture) => Publisher::new(capture.clone()),
+                Some(capture) => self.publisher.with_sender(capture.clone()),
                 None => self.publisher.clone(),
             };
             let ctx = MessageContext::new(
@@ -329,7 +334,7 @@ impl Processor {
                 publisher,
             );
             let started = Instant::now();
-            let error = match self.attempt(handler.as_ref(), message, &ctx).await {
+            let error = match self.attempt(handler.as_ref(), &payload, &ctx).await {
                 Attempt::Ok => {
                     if let Some(capture) = capture {
                         // A handler that spawned a task holding the context could still
@@ -392,10 +397,10 @@ impl Processor {
     async fn attempt(
         &self,
         handler: &dyn ErasedHandler,
-        message: &IncomingMessage,
+        payload: &[u8],
         ctx: &MessageContext,
     ) -> Attempt {
-        let future = match handler.call(&message.payload, ctx) {
+        let future = match handler.call(payload, ctx) {
             Ok(future) => future,
             Err(e) => return Attempt::Undecodable(e.to_string()),
         };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::envelope::{self, Envelope, Headers, Message};
+use crate::envelope::{self, Envelope, Headers, Message, header};
 use crate::error::Error;
 use crate::transport::{OutgoingMessage, Receipt, SendError, Sender};
 
@@ -17,6 +17,8 @@ use crate::transport::{OutgoingMessage, Receipt, SendError, Sender};
 #[derive(Clone, Debug)]
 pub struct Publisher {
     sender: Arc<dyn Sender>,
+    /// The CloudEvents `source` stamped on what this publisher sends without one.
+    source: Arc<str>,
 }
 
 /// What a successful publish tells the caller.
@@ -33,14 +35,41 @@ pub struct Delivery {
 impl Publisher {
     /// A publisher over a transport's sender (see `crate::kafka::KafkaSender`).
     pub fn new(sender: impl Sender) -> Publisher {
-        Publisher {
-            sender: Arc::new(sender),
-        }
+        Publisher::from_arc(Arc::new(sender))
     }
 
     /// A publisher over a shared sender.
     pub fn from_arc(sender: Arc<dyn Sender>) -> Publisher {
-        Publisher { sender }
+        Publisher {
+            sender,
+            source: envelope::DEFAULT_SOURCE.into(),
+        }
+    }
+
+    /// Names the sending service: every CloudEvent it sends without a `ce_source` gets this
+    /// one (`/ferry/<service>` for Ferry's services). The outbox relay sends through the
+    /// service's publisher, so staged events get it too.
+    pub fn with_source(mut self, source: impl Into<String>) -> Publisher {
+        self.source = source.into().into();
+        self
+    }
+
+    /// A publisher with this one's source over another sender.
+    pub(crate) fn with_sender(&self, sender: impl Sender) -> Publisher {
+        Publisher {
+            sender: Arc::new(sender),
+            source: self.source.clone(),
+        }
+    }
+
+    /// Stamps the source on a CloudEvent that has none; leaves anything else as it is (a
+    /// dead letter keeps its original's source, a raw record stays raw).
+    fn stamp(&self, message: &mut OutgoingMessage) {
+        if message.headers.get(header::MESSAGE_ID).is_some()
+            && message.headers.get(header::SOURCE).is_none()
+        {
+            message.headers.insert(header::SOURCE, &*self.source);
+        }
     }
 
     /// Publishes `message` to `topic` as the first message of a new flow, keyed by
@@ -70,12 +99,13 @@ impl Publisher {
         envelope.version = M::VERSION;
         let mut headers = Headers::new();
         envelope.write_to(&mut headers);
-        let outgoing = OutgoingMessage {
+        let mut outgoing = OutgoingMessage {
             topic: topic.to_owned(),
             key: Some(message.key().into_bytes()),
             headers,
             payload,
         };
+        self.stamp(&mut outgoing);
         match self.sender.send(outgoing).await {
             Ok(receipt) => {
                 crate::ops::metrics::published(topic, M::TYPE);
@@ -90,7 +120,8 @@ impl Publisher {
     }
 
     /// Sends a raw message as is (dead letters, re-drives, replies built by hand).
-    pub async fn send_raw(&self, message: OutgoingMessage) -> Result<Receipt, SendError> {
+    pub async fn send_raw(&self, mut message: OutgoingMessage) -> Result<Receipt, SendError> {
+        self.stamp(&mut message);
         self.sender.send(message).await
     }
 }

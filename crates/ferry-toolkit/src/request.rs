@@ -2,7 +2,7 @@
 //!
 //! A [`Requester`] owns a reply topic that a transport reader (`crate::kafka::start_requester`)
 //! reads from its end. [`Requester::request`] publishes the request with a fresh correlation
-//! id and `ferry-reply-to` = the reply topic, then waits for a message on the reply topic with
+//! id and `ce_replyto` = the reply topic, then waits for a message on the reply topic with
 //! that correlation id. The replier is an ordinary router handler that calls
 //! [`crate::MessageContext::reply`].
 //!

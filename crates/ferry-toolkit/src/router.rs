@@ -17,6 +17,7 @@ use crate::envelope::{self, Message};
 use crate::error::Result;
 use crate::handler::{Handler, HandlerError, MessageContext};
 use crate::ops::Health;
+use crate::plain::PlainTyping;
 use crate::retry::RetryPolicy;
 
 /// A consumer group's handlers and settings. Build it, then start it with a transport.
@@ -41,6 +42,8 @@ pub struct Router {
     pub(crate) health: Health,
     /// The transactional id when the router runs exactly-once (see [`Router::exactly_once`]).
     pub(crate) transactional_id: Option<String>,
+    /// How to type messages without an envelope, per topic (see [`Router::plain`]).
+    pub(crate) plain: HashMap<String, PlainTyping>,
 }
 
 impl fmt::Debug for Router {
@@ -53,6 +56,7 @@ impl fmt::Debug for Router {
             .field("types", &types)
             .field("retry", &self.retry)
             .field("transactional_id", &self.transactional_id)
+            .field("plain", &self.plain)
             .finish()
     }
 }
@@ -67,6 +71,7 @@ impl Router {
             retry: RetryPolicy::default(),
             health: Health::new(),
             transactional_id: None,
+            plain: HashMap::new(),
         }
     }
 
@@ -94,6 +99,14 @@ impl Router {
             "a handler for {:?} is already registered",
             M::TYPE
         );
+        self
+    }
+
+    /// Types the messages on `topic` that carry no envelope (no CloudEvents and no `ferry-*`
+    /// headers), as plain producers send them; see [`PlainTyping`]. Without this they are
+    /// dead-lettered as undecodable. Messages with an envelope are read as always.
+    pub fn plain(mut self, topic: impl Into<String>, typing: PlainTyping) -> Router {
+        self.plain.insert(topic.into(), typing);
         self
     }
 

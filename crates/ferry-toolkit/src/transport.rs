@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_payload() {
-        let headers: Headers = [("ferry-type", "t")].into_iter().collect();
+        let headers: Headers = [("ce_type", "t")].into_iter().collect();
         let incoming = IncomingMessage {
             topic: "t".into(),
             partition: 1,

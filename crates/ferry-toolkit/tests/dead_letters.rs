@@ -362,8 +362,8 @@ async fn redrive_of_unknown_topic_fails_and_creates_nothing() -> anyhow::Result<
         None,
         "k",
         &[
-            ("ferry-message-id", "0190c5a4-0000-7000-8000-000000000001"),
-            ("ferry-type", "test.greeting"),
+            ("ce_id", "0190c5a4-0000-7000-8000-000000000001"),
+            ("ce_type", "test.greeting"),
             (dlq::GROUP, "g"),
         ],
         b"{}",

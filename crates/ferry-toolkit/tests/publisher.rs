@@ -32,12 +32,16 @@ async fn publish_returns_after_the_ack_with_the_envelope_in_headers() -> anyhow:
     );
     let names: Vec<&str> = record.headers.iter().map(|(n, _)| n).collect();
     for name in [
+        header::SPEC_VERSION,
         header::MESSAGE_ID,
+        header::SOURCE,
         header::TYPE,
+        header::TIME,
+        header::CONTENT_TYPE,
         header::VERSION,
         header::CORRELATION_ID,
+        header::CE_TRACEPARENT,
         header::TRACEPARENT,
-        header::PRODUCED_AT,
     ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
@@ -45,6 +49,11 @@ async fn publish_returns_after_the_ack_with_the_envelope_in_headers() -> anyhow:
     assert_eq!(envelope.message_id, delivery.message_id);
     assert_eq!(envelope.message_id.get_version_num(), 7);
     assert_eq!(envelope.type_name, "test.greeting");
+    assert_eq!(
+        envelope.source.as_deref(),
+        Some("/ferry"),
+        "a publisher given no source stamps the default"
+    );
     assert_eq!(envelope.version, 1);
     assert_eq!(
         envelope.correlation_id, delivery.message_id,

@@ -356,7 +356,7 @@ async fn poison_message_is_dead_lettered_and_consumer_continues() -> anyhow::Res
             .headers
             .get_str(dlq::ERROR)
             .unwrap()
-            .contains("missing header ferry-message-id")
+            .contains("missing header ce_id")
     );
     assert_eq!(
         metric(

@@ -5,7 +5,7 @@ use axum::routing::get;
 use ferry_contracts::courses::{CourseMessage, Method, TOPIC};
 use ferry_service::{ApiError, ApiJson, Runtime, ServiceConfig, ServiceHandle};
 use ferry_toolkit::sql::{Database, inbox};
-use ferry_toolkit::{HandlerError, MessageContext, Router, handler_fn};
+use ferry_toolkit::{HandlerError, Message, MessageContext, PlainTyping, Router, handler_fn};
 use serde::Serialize;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -49,12 +49,15 @@ pub async fn start(
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
     let db = runtime.database(MIGRATIONS).await?;
     let handler_db = db.clone();
-    let router = Router::new(GROUP).subscribe(TOPIC).handle(handler_fn(
-        move |message: CourseMessage, ctx: MessageContext| {
-            let db = handler_db.clone();
-            async move { apply(&db, message, &ctx).await }
-        },
-    ));
+    let router = Router::new(GROUP)
+        .subscribe(TOPIC)
+        .plain(TOPIC, PlainTyping::fixed(CourseMessage::TYPE))
+        .handle(handler_fn(
+            move |message: CourseMessage, ctx: MessageContext| {
+                let db = handler_db.clone();
+                async move { apply(&db, message, &ctx).await }
+            },
+        ));
     runtime.start_router(router)?;
     let app = axum::Router::new()
         .route("/api/v1/courses", get(list))

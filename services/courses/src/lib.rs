@@ -19,7 +19,7 @@
 mod consumer;
 mod producer;
 
-pub use consumer::start as start_consumer;
+pub use consumer::{GROUP as CONSUMER_GROUP, start as start_consumer};
 pub use producer::start as start_producer;
 
 /// Default port of the producer service.

@@ -37,7 +37,7 @@ mod credit;
 
 use ferry_contracts::orders::{Money, OrderCreated, TOPIC};
 use ferry_service::{Runtime, ServiceConfig, ServiceHandle};
-use ferry_toolkit::{MessageContext, Router, handler_fn};
+use ferry_toolkit::{MessageContext, PlainTyping, Router, handler_fn};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
@@ -99,12 +99,15 @@ pub async fn start(
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let (handler_db, waker) = (db.clone(), relay.clone());
-    let router = Router::new(GROUP).subscribe(TOPIC).handle(handler_fn(
-        move |order: OrderCreated, ctx: MessageContext| {
-            let (db, waker) = (handler_db.clone(), waker.clone());
-            async move { credit::check(&db, &waker, order, &ctx).await }
-        },
-    ));
+    let router = Router::new(GROUP)
+        .subscribe(TOPIC)
+        .plain(TOPIC, PlainTyping::wrapped("Name", "EventData"))
+        .handle(handler_fn(
+            move |order: OrderCreated, ctx: MessageContext| {
+                let (db, waker) = (handler_db.clone(), waker.clone());
+                async move { credit::check(&db, &waker, order, &ctx).await }
+            },
+        ));
     runtime.start_router(router)?;
     Ok(runtime
         .serve(api::routes(db, relay), api::Api::openapi())

@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use ferry_service::{ApiError, ApiJson, ApiQuery};
 use ferry_toolkit::IncomingMessage;
-use ferry_toolkit::header;
+use ferry_toolkit::Summary;
 use ferry_toolkit::kafka::{KafkaConfig, TapHandle, start_tap};
 use ferry_toolkit::redact;
 use ferry_toolkit::sql::Database;
@@ -97,8 +97,10 @@ pub struct LiveEvent {
 impl LiveEvent {
     fn from_message(m: &IncomingMessage) -> LiveEvent {
         let text = |name: &str| m.headers.get_str(name).map(str::to_owned);
-        let produced_at = text(header::PRODUCED_AT)
-            .and_then(|t| t.parse().ok())
+        let summary = Summary::of(&m.headers);
+        let produced_at = summary
+            .produced_at_millis
+            .and_then(|t| i64::try_from(t).ok())
             .unwrap_or_else(ferry_toolkit::now_millis);
         LiveEvent {
             topic: m.topic.clone(),
@@ -108,12 +110,12 @@ impl LiveEvent {
                 .key
                 .as_deref()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
-            type_name: text(header::TYPE),
-            message_id: text(header::MESSAGE_ID),
-            correlation_id: text(header::CORRELATION_ID),
-            causation_id: text(header::CAUSATION_ID),
+            payload: preview(&m.payload, summary.type_name.as_deref()),
+            type_name: summary.type_name,
+            message_id: summary.message_id,
+            correlation_id: summary.correlation_id,
+            causation_id: summary.causation_id,
             produced_at,
-            payload: preview(&m.payload, m.headers.get_str(header::TYPE)),
             dlq_error: text(ferry_toolkit::dlq::header::ERROR)
                 .map(|e| redact::text(&e).into_owned()),
         }

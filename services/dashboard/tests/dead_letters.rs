@@ -30,8 +30,8 @@ async fn letter(bootstrap: &str, original: &str, id: u32, group: &str) {
         &format!("{original}.dlq"),
         &format!("k{id}"),
         &[
-            ("ferry-message-id", &message_id),
-            ("ferry-type", "CourseMessage"),
+            ("ce_id", &message_id),
+            ("ce_type", "CourseMessage"),
             ("ferry-dlq-original-topic", original),
             ("ferry-dlq-group", group),
             ("ferry-dlq-error", "boom"),

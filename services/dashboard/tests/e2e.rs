@@ -127,10 +127,10 @@ async fn an_invoice_request_is_sent_with_its_id_as_correlation_and_streamed_live
 
     // On the topic, with the envelope the worker needs.
     let sent = consume_raw(&d.harness.bootstrap(), "generate-invoice", |m| {
-        m.header("ferry-correlation-id") == Some(request_id.as_str())
+        m.header("ce_correlationid") == Some(request_id.as_str())
     })
     .await;
-    assert_eq!(sent.header("ferry-type"), Some("GenerateInvoice"));
+    assert_eq!(sent.header("ce_type"), Some("GenerateInvoice"));
     assert_eq!(sent.key, "acme");
     let payload: Value = serde_json::from_str(&sent.payload).unwrap();
     assert_eq!(payload["requestId"], request_id.as_str());
@@ -232,8 +232,8 @@ async fn topics_groups_and_dead_letters_are_shown_and_dead_letters_re_driven() {
     let d = start().await;
     let bootstrap = d.harness.bootstrap();
     let dead_letter_headers = [
-        ("ferry-message-id", "0190c5a4-0000-7000-8000-000000000001"),
-        ("ferry-type", "CourseMessage"),
+        ("ce_id", "0190c5a4-0000-7000-8000-000000000001"),
+        ("ce_type", "CourseMessage"),
         ("ferry-dlq-original-topic", "lessons"),
         ("ferry-dlq-error", "boom"),
     ];

@@ -103,7 +103,7 @@ async fn password_hash_never_served() {
             &harness.bootstrap(),
             "user_tasks",
             "mallory",
-            &[("ferry-message-id", &id), ("ferry-type", "UserRequested")],
+            &[("ce_id", &id), ("ce_type", "UserRequested")],
             payload.as_bytes(),
         )
         .await;

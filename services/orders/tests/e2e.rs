@@ -2,7 +2,7 @@
 //! built-in broker in-process, talking only through `ReactiveMicroservices`.
 
 use ferry_testkit::reqwest::{Method, StatusCode};
-use ferry_testkit::{Harness, Http, RawMessage, consume_raw, produce_raw};
+use ferry_testkit::{Harness, Http, RawMessage, consume_raw, produce_plain, produce_raw};
 use serde_json::{Value, json};
 
 const TOPIC: &str = "ReactiveMicroservices";
@@ -98,9 +98,9 @@ impl System {
     }
 }
 
-/// The `ferry-type` header.
+/// The `ce_type` header.
 fn type_name(m: &RawMessage) -> &str {
-    m.header("ferry-type").unwrap_or_default()
+    m.header("ce_type").unwrap_or_default()
 }
 
 /// The payload as JSON (null if it is not).
@@ -368,8 +368,8 @@ async fn poison_message_is_dead_lettered_and_the_next_is_processed() {
     s.produce(
         "poison",
         &[
-            ("ferry-message-id", "0190a5e0-0000-7000-8000-000000000001"),
-            ("ferry-type", "OrderCreated"),
+            ("ce_id", "0190a5e0-0000-7000-8000-000000000001"),
+            ("ce_type", "OrderCreated"),
         ],
         b"{not json",
     )
@@ -411,8 +411,7 @@ async fn redelivered_order_created_reserves_credit_once() {
     // again by hand). Same key, same partition: handled in this order.
     s.produce_again(&original, &[]).await;
     let resent_id = "0190a5e0-0000-7000-8000-0000000000aa";
-    s.produce_again(&original, &[("ferry-message-id", resent_id)])
-        .await;
+    s.produce_again(&original, &[("ce_id", resent_id)]).await;
 
     // The re-sent order is answered again with the same verdict, and it is the second answer:
     // the redelivery was not answered at all.
@@ -421,7 +420,7 @@ async fn redelivered_order_created_reserves_credit_once() {
         if type_name(m) != "OrderValidated" || json_of(m)["orderId"] != order.as_str() {
             return false;
         }
-        if m.header("ferry-causation-id") != Some(resent_id) {
+        if m.header("ce_causationid") != Some(resent_id) {
             earlier.set(earlier.get() + 1);
             return false;
         }
@@ -447,4 +446,57 @@ async fn both_apis_have_an_openapi_document() {
         assert_eq!(status, StatusCode::OK);
         assert!(spec["paths"][path].is_object(), "{spec}");
     }
+}
+
+/// The original services' envelope, `{"Name": ..., "EventData": "<json>"}` with no headers and
+/// no key, drives the saga on both sides: the test plays the original order service (an
+/// `OrderCreated` for a customer Ferry knows) and then the original customer service (an
+/// `OrderValidated` for an order placed on Ferry, with Ferry's customer service not running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn original_name_event_data_envelope_drives_the_credit_saga() {
+    let s = start().await;
+    let bootstrap = s.harness.bootstrap();
+    let customer = s.new_customer(100.0).await;
+    let order_id = "0190b000-0000-7000-8000-00000000c0de";
+    let created =
+        json!({"id": order_id, "customerId": customer, "amount": 40, "status": "Created"});
+    let kmessage = json!({"Name": "OrderCreated", "EventData": created.to_string()});
+    produce_plain(&bootstrap, TOPIC, kmessage.to_string().as_bytes()).await;
+    let verdict = s
+        .wait_for_message(TOPIC, |m| {
+            type_name(m) == "OrderValidated" && json_of(m)["orderId"] == order_id
+        })
+        .await;
+    assert_eq!(json_of(&verdict)["isValid"], true, "{}", verdict.payload);
+    let c = s
+        .customers
+        .until(&format!("/api/Customer/{customer}"), |st, b| {
+            st == StatusCode::OK && b["reservedCredit"] == json!(40)
+        })
+        .await;
+    assert_eq!(c["reservedCredit"], json!(40), "{c}");
+
+    // The other side, on a broker with only Ferry's order service.
+    let harness = Harness::start().await;
+    let orders = orders::start(harness.config(), harness.token())
+        .await
+        .unwrap();
+    let orders = Http::new(orders.addr);
+    let (status, body) = orders
+        .post(
+            "/api/Orders/NewOrder",
+            json!({"customerId": "someone", "amount": 12.5}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let order = body["id"].as_str().unwrap().to_owned();
+    let validated = json!({"orderId": order, "isValid": true});
+    let kmessage = json!({"Name": "OrderValidated", "EventData": validated.to_string()});
+    produce_plain(&harness.bootstrap(), TOPIC, kmessage.to_string().as_bytes()).await;
+    let shipped = orders
+        .until(&format!("/api/Orders/{order}"), |st, b| {
+            st == StatusCode::OK && b["status"] != "Created"
+        })
+        .await;
+    assert_eq!(shipped["status"], "Shipped", "{shipped}");
 }

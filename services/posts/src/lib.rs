@@ -6,7 +6,7 @@
 //!   `DeletePost/{id}`, `RestoreReadDb`) runs each command through a
 //!   `ferry_es::CommandHandler<posts_domain::Post>`: the events are stored in the event store
 //!   and staged in the outbox for [`posts_domain::TOPIC`] in one transaction, each with its
-//!   event id as message id and its version in the post's stream as `ferry-stream-version`.
+//!   event id as message id and its version in the post's stream as `ce_streamversion`.
 //!   It also serves the event store read-only, `GET /api/v1/EventFeed...` (see [`wire`]);
 //! - the **query** service (port [`QUERY_PORT`], `/api/v1/PostLookup...`) keeps the read model
 //!   from that topic.

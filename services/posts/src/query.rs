@@ -214,7 +214,7 @@ pub async fn start(
 
 /// Apply one event from the topic, once and in order (see [`crate::read_model`]).
 ///
-/// The message's `ferry-stream-version` says where the event sits in its post's stream. The
+/// The message's `ce_streamversion` says where the event sits in its post's stream. The
 /// next version is applied; one the read model has is skipped; one past a gap is not applied
 /// but makes the post catch up from the command service's event feed, which applies the
 /// missing events and this one in order. A message without a version (from a producer that

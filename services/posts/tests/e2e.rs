@@ -341,7 +341,7 @@ async fn fifty_concurrent_likes_count_once_and_restore_read_db_is_idempotent(sto
     let messages = messages_of(&s.bootstrap, &id, 51).await;
     let on_the_wire: Vec<Option<&str>> = messages
         .iter()
-        .map(|m| m.header("ferry-stream-version"))
+        .map(|m| m.header("ce_streamversion"))
         .collect();
     let expected: Vec<String> = (1..=51).map(|v: i64| v.to_string()).collect();
     assert_eq!(
@@ -432,17 +432,17 @@ async fn liked_twice_on_redelivery_counts_once(store: Store) {
     let messages = messages_of(&s.bootstrap, &id, 2).await;
     let liked = messages
         .iter()
-        .find(|m| m.header("ferry-type") == Some("PostLiked"))
+        .find(|m| m.header("ce_type") == Some("PostLiked"))
         .expect("the PostLiked message")
         .clone();
-    assert_eq!(liked.header("ferry-stream-version"), Some("2"));
+    assert_eq!(liked.header("ce_streamversion"), Some("2"));
     // The same message again, as a redelivery would bring it ...
     produce(&s.bootstrap, posts_domain::TOPIC, &liked).await;
     // ... and again under a new message id, as a republication would: the version says it
     // is the same event.
     let mut republished = liked.clone();
     for (name, value) in &mut republished.headers {
-        if name == "ferry-message-id" {
+        if name == "ce_id" {
             *value = uuid::Uuid::now_v7().to_string();
         }
     }
@@ -461,15 +461,15 @@ async fn event_ahead_of_the_event_store_is_dead_lettered_not_applied() {
     let mut ahead = messages[1].clone();
     for (name, value) in &mut ahead.headers {
         match name.as_str() {
-            "ferry-message-id" => *value = uuid::Uuid::now_v7().to_string(),
-            "ferry-stream-version" => *value = "9".into(),
+            "ce_id" => *value = uuid::Uuid::now_v7().to_string(),
+            "ce_streamversion" => *value = "9".into(),
             _ => {}
         }
     }
     produce(&s.bootstrap, posts_domain::TOPIC, &ahead).await;
 
     let dead = consume_until(&s.bootstrap, "SocialMediaPostEvents.dlq", |r| !r.is_empty()).await;
-    assert_eq!(dead[0].header("ferry-stream-version"), Some("9"));
+    assert_eq!(dead[0].header("ce_streamversion"), Some("9"));
     assert!(
         dead[0]
             .header("ferry-dlq-error")

@@ -240,10 +240,7 @@ async fn poison_scenario(s: &System) {
     let poison_id = uuid::Uuid::now_v7().to_string();
     s.send_raw(
         "user_tasks",
-        &[
-            ("ferry-message-id", &poison_id),
-            ("ferry-type", "UserRequested"),
-        ],
+        &[("ce_id", &poison_id), ("ce_type", "UserRequested")],
         marker.as_bytes(),
     )
     .await;
@@ -253,10 +250,7 @@ async fn poison_scenario(s: &System) {
     let plain_id = uuid::Uuid::now_v7().to_string();
     s.send_raw(
         "user_tasks",
-        &[
-            ("ferry-message-id", &plain_id),
-            ("ferry-type", "UserRequested"),
-        ],
+        &[("ce_id", &plain_id), ("ce_type", "UserRequested")],
         plain.to_string().as_bytes(),
     )
     .await;
@@ -327,19 +321,13 @@ async fn redelivered_sign_up_is_applied_once() {
     // effect, if any, would be visible), then a new request for the same email. All share a key,
     // so they are handled in this order.
     let id = uuid::Uuid::now_v7().to_string();
-    let headers = [
-        ("ferry-message-id", id.as_str()),
-        ("ferry-type", "UserRequested"),
-    ];
+    let headers = [("ce_id", id.as_str()), ("ce_type", "UserRequested")];
     s.send_raw("user_tasks", &headers, request("first").as_bytes())
         .await;
     s.send_raw("user_tasks", &headers, request("redelivered").as_bytes())
         .await;
     let id = uuid::Uuid::now_v7().to_string();
-    let headers = [
-        ("ferry-message-id", id.as_str()),
-        ("ferry-type", "UserRequested"),
-    ];
+    let headers = [("ce_id", id.as_str()), ("ce_type", "UserRequested")];
     s.send_raw("user_tasks", &headers, request("last").as_bytes())
         .await;
 

@@ -220,13 +220,13 @@ mod tests {
 
     #[test]
     fn headers_and_key_round_trip_through_a_table() {
-        let headers: Headers = [("ferry-type", "t"), ("traceparent", "00-x")]
+        let headers: Headers = [("ce_type", "t"), ("traceparent", "00-x")]
             .into_iter()
             .collect();
         let table = to_table(&headers, Some(b"order-1"));
         let (back, key) = from_table(Some(&table));
         assert_eq!(key.as_deref(), Some(b"order-1".as_slice()));
-        assert_eq!(back.get_str("ferry-type"), Some("t"));
+        assert_eq!(back.get_str("ce_type"), Some("t"));
         assert_eq!(back.get_str("traceparent"), Some("00-x"));
         assert_eq!(back.len(), 2);
         let mut other = FieldTable::default();

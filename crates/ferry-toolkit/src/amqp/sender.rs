@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{AmqpConfig, connect_once, to_table};
-use crate::envelope::header;
+use crate::envelope::Summary;
 use crate::error::{Error, Result};
 use crate::transport::{OutgoingMessage, Receipt, SendError, Sender};
 
@@ -205,17 +205,18 @@ fn properties(message: &OutgoingMessage) -> BasicProperties {
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_headers(to_table(&message.headers, message.key.as_deref()));
-    let text = |name| message.headers.get_str(name).filter(|v| v.len() <= 255);
-    if let Some(id) = text(header::MESSAGE_ID) {
+    let summary = Summary::of(&message.headers);
+    let short = |v: Option<String>| v.filter(|v| v.len() <= 255);
+    if let Some(id) = short(summary.message_id) {
         properties = properties.with_message_id(id.into());
     }
-    if let Some(type_name) = text(header::TYPE) {
+    if let Some(type_name) = short(summary.type_name) {
         properties = properties.with_type(type_name.into());
     }
-    if let Some(correlation) = text(header::CORRELATION_ID) {
+    if let Some(correlation) = short(summary.correlation_id) {
         properties = properties.with_correlation_id(correlation.into());
     }
-    if let Some(ms) = text(header::PRODUCED_AT).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(ms) = summary.produced_at_millis {
         properties = properties.with_timestamp(ms / 1000);
     }
     properties
