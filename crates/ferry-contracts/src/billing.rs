@@ -18,6 +18,7 @@
 //! Money is [`Money`] (integer cents, at most two decimals on the wire), as in orders.
 
 use ferry_toolkit::Message;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::orders::Money;
@@ -35,7 +36,7 @@ pub const SCORE_CALCULATED: &str = "score-calculated";
 pub const TAX_RATE_BASIS_POINTS: i64 = 2_000;
 
 /// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LineItem {
     /// What was sold.
@@ -47,7 +48,7 @@ pub struct LineItem {
 }
 
 /// Please invoice `customer` for `items`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerateInvoice {
     /// The request's id (a UUID; also the correlation id).
@@ -59,6 +60,7 @@ pub struct GenerateInvoice {
 }
 
 impl Message for GenerateInvoice {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "GenerateInvoice";
     fn key(&self) -> String {
         self.customer.clone()
@@ -66,7 +68,7 @@ impl Message for GenerateInvoice {
 }
 
 /// An invoice was issued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvoiceGenerated {
     /// The request it answers.
@@ -88,6 +90,7 @@ pub struct InvoiceGenerated {
 }
 
 impl Message for InvoiceGenerated {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "InvoiceGenerated";
     fn key(&self) -> String {
         self.customer.clone()
@@ -96,7 +99,7 @@ impl Message for InvoiceGenerated {
 
 /// A request could not be invoiced (no lines, a zero quantity, a non-positive price, no
 /// customer); the reason says which.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InvoiceRejected {
     /// The request it answers.
@@ -108,6 +111,7 @@ pub struct InvoiceRejected {
 }
 
 impl Message for InvoiceRejected {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "InvoiceRejected";
     fn key(&self) -> String {
         self.customer.clone()
@@ -115,7 +119,7 @@ impl Message for InvoiceRejected {
 }
 
 /// Please score `customer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CalculateScore {
     /// The request's id (a UUID; also the correlation id).
@@ -125,6 +129,7 @@ pub struct CalculateScore {
 }
 
 impl Message for CalculateScore {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "CalculateScore";
     fn key(&self) -> String {
         self.customer.clone()
@@ -132,7 +137,7 @@ impl Message for CalculateScore {
 }
 
 /// A customer's score, from the invoices the score calculator has seen for them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScoreCalculated {
     /// The request it answers.
@@ -149,6 +154,7 @@ pub struct ScoreCalculated {
 }
 
 impl Message for ScoreCalculated {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "ScoreCalculated";
     fn key(&self) -> String {
         self.customer.clone()

@@ -2,13 +2,14 @@
 //! `{id, name, code, active, method}`, keyed by course id so one course's changes stay in order.
 
 use ferry_toolkit::Message;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The topic (the original system's name for it).
 pub const TOPIC: &str = "test";
 
 /// What happened to the course.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Method {
     /// Created.
     #[serde(rename = "POST")]
@@ -22,13 +23,16 @@ pub enum Method {
 }
 
 /// A course's new state and how it got there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CourseMessage {
     /// The course id (a UUID the producer assigns).
     pub id: String,
-    /// Display name.
+    /// Display name. The bounds are the producer's (`ferry_service::fields::NAME`), so a
+    /// producer elsewhere that skips them has its message dead-lettered, not stored.
+    #[schemars(length(min = 1, max = 200))]
     pub name: String,
-    /// Unique course code.
+    /// Unique course code (bounds: `ferry_service::fields::CODE`).
+    #[schemars(length(min = 1, max = 50))]
     pub code: String,
     /// Whether the course is offered.
     pub active: bool,
@@ -37,6 +41,7 @@ pub struct CourseMessage {
 }
 
 impl Message for CourseMessage {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "CourseMessage";
     fn key(&self) -> String {
         self.id.clone()

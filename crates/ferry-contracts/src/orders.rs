@@ -14,6 +14,7 @@
 use std::fmt;
 
 use ferry_toolkit::Message;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The topic (the original system's name for it).
@@ -69,6 +70,23 @@ impl fmt::Display for Money {
     }
 }
 
+/// On the wire a JSON number of currency units (see [`Money`]); the two-decimal rule is left to
+/// decoding, since `multipleOf: 0.01` is not exact in binary floating point.
+impl JsonSchema for Money {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Money".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "minimum": -MAX_UNITS,
+            "maximum": MAX_UNITS,
+            "description": "An amount of money in currency units, at most two decimals."
+        })
+    }
+}
+
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Whole amounts as integers (`60`, not `60.0`), as the original's decimals looked.
@@ -88,7 +106,7 @@ impl<'de> Deserialize<'de> for Money {
 }
 
 /// A customer was registered with a credit limit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerCreated {
     /// The customer id.
@@ -100,6 +118,7 @@ pub struct CustomerCreated {
 }
 
 impl Message for CustomerCreated {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "CustomerCreated";
     fn key(&self) -> String {
         self.id.clone()
@@ -107,7 +126,7 @@ impl Message for CustomerCreated {
 }
 
 /// A customer's credit limit was set to a new value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreditLimitChanged {
     /// The customer id.
@@ -117,6 +136,7 @@ pub struct CreditLimitChanged {
 }
 
 impl Message for CreditLimitChanged {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "CreditLimitChanged";
     fn key(&self) -> String {
         self.customer_id.clone()
@@ -124,7 +144,7 @@ impl Message for CreditLimitChanged {
 }
 
 /// An order's status, as the order service keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum OrderStatus {
     /// Placed, waiting for the credit check.
     Created,
@@ -157,7 +177,7 @@ impl OrderStatus {
 }
 
 /// An order was placed; the customer service checks and reserves its credit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCreated {
     /// The order id.
@@ -171,6 +191,7 @@ pub struct OrderCreated {
 }
 
 impl Message for OrderCreated {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "OrderCreated";
     fn key(&self) -> String {
         self.id.clone()
@@ -178,7 +199,7 @@ impl Message for OrderCreated {
 }
 
 /// The outcome of an order's credit check. When `is_valid` the credit has been reserved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderValidated {
     /// The order id.
@@ -190,6 +211,7 @@ pub struct OrderValidated {
 }
 
 impl Message for OrderValidated {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "OrderValidated";
     fn key(&self) -> String {
         self.order_id.clone()
@@ -197,7 +219,7 @@ impl Message for OrderValidated {
 }
 
 /// A validated order ships.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderShipped {
     /// The order id.
@@ -209,6 +231,7 @@ pub struct OrderShipped {
 }
 
 impl Message for OrderShipped {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "OrderShipped";
     fn key(&self) -> String {
         self.id.clone()
@@ -216,7 +239,7 @@ impl Message for OrderShipped {
 }
 
 /// A refused order is cancelled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderCancelled {
     /// The order id.
@@ -228,6 +251,7 @@ pub struct OrderCancelled {
 }
 
 impl Message for OrderCancelled {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "OrderCancelled";
     fn key(&self) -> String {
         self.id.clone()

@@ -6,6 +6,7 @@
 //! reach the consumer in order and the first one wins.
 
 use ferry_toolkit::Message;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The queue (topic) of plain work items.
@@ -14,7 +15,7 @@ pub const TASKS: &str = "tasks";
 pub const USER_TASKS: &str = "user_tasks";
 
 /// A work item: text for the consumer to act on (it logs it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     /// The task id (a UUID the producer assigns).
@@ -24,6 +25,7 @@ pub struct Task {
 }
 
 impl Message for Task {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "Task";
     fn key(&self) -> String {
         self.id.clone()
@@ -32,7 +34,7 @@ impl Message for Task {
 
 /// Someone asked to sign up. The consumer creates the user, or rejects the request (the email
 /// is taken) and records why under `task_id`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRequested {
     /// The id the producer answered with, to look the outcome up by.
@@ -57,6 +59,7 @@ impl std::fmt::Debug for UserRequested {
 }
 
 impl Message for UserRequested {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "UserRequested";
     // A hash is not the password, but it is what an offline guesser needs: it stays between
     // the two users services.

@@ -136,6 +136,23 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     const SENSITIVE_FIELDS: &'static [&'static str] = &[];
     /// The entity id: the partition key, so one entity's messages stay in order.
     fn key(&self) -> String;
+
+    /// The JSON Schema (draft-07) of the payload, or `None` (the default). With a schema, a
+    /// router validates each incoming payload against it before decoding (a payload that fails
+    /// is dead-lettered with the validation errors), and AsyncAPI documents publish it. With
+    /// `schemars`: `Some(ferry_toolkit::schema_of::<Self>())`.
+    fn json_schema() -> Option<Value> {
+        None
+    }
+}
+
+/// The draft-07 JSON Schema of `T`, as [`Message::json_schema`] wants it: draft-07 because it is
+/// the dialect AsyncAPI 3.0 schemas are written in.
+pub fn schema_of<T: schemars::JsonSchema>() -> Value {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    schema.to_value()
 }
 
 /// Transport headers: an ordered list of names and byte values, as Kafka keeps them.

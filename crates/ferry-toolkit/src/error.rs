@@ -25,6 +25,15 @@ pub enum Error {
         /// What serde said.
         source: serde_json::Error,
     },
+    /// A payload is JSON but breaks its type's JSON Schema ([`crate::Message::json_schema`]).
+    /// Redacted like [`Error::Decode`]: a violation may quote the value.
+    #[error("a {type_name} message breaks its schema: {}", crate::redact::text(.violations))]
+    Schema {
+        /// The message's type name.
+        type_name: &'static str,
+        /// The first violations, each with where it is.
+        violations: String,
+    },
     /// An envelope header that must be there is missing.
     #[error("missing header {0}")]
     MissingHeader(&'static str),

@@ -64,6 +64,7 @@ mod transport;
 
 pub use envelope::{
     Envelope, Headers, Message, Opened, Summary, decode, encode, header, legacy_header, open,
+    schema_of,
 };
 pub use error::{Error, Result};
 pub use handler::{FnHandler, Handler, HandlerError, MessageContext, handler_fn};
@@ -80,3 +81,16 @@ pub use transport::{
 
 /// Re-exported so handlers can use `#[async_trait]` without adding the dependency.
 pub use async_trait::async_trait;
+/// The JSON value type of [`Message::json_schema`].
+pub use serde_json::Value as JsonValue;
+
+/// Implements [`Message::json_schema`] with the type's `schemars` schema (draft-07); write it
+/// inside `impl Message for T { ... }` of a type that derives `schemars::JsonSchema`.
+#[macro_export]
+macro_rules! schema_from_schemars {
+    () => {
+        fn json_schema() -> Option<$crate::JsonValue> {
+            Some($crate::schema_of::<Self>())
+        }
+    };
+}

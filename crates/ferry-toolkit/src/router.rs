@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::envelope::{self, Message};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::handler::{Handler, HandlerError, MessageContext};
 use crate::ops::Health;
 use crate::plain::PlainTyping;
@@ -89,9 +89,21 @@ impl Router {
     /// # Panics
     ///
     /// If a handler for `M::TYPE` is already registered: one type, one handler per group.
+    ///
+    /// If `M` has a [`Message::json_schema`] that is not a valid draft-07 schema: a bug in the
+    /// message type, found at start rather than per message.
     pub fn handle<M: Message, H: Handler<M>>(mut self, handler: H) -> Router {
+        let validator = M::json_schema().map(|schema| {
+            jsonschema::draft7::new(&schema).unwrap_or_else(|e| {
+                panic!(
+                    "the JSON Schema of {:?} is not a valid schema: {e}",
+                    M::TYPE
+                )
+            })
+        });
         let erased: Arc<dyn ErasedHandler> = Arc::new(Typed {
             handler,
+            validator,
             _message: PhantomData::<fn(M)>,
         });
         assert!(
@@ -167,6 +179,18 @@ impl Router {
         &self.topics
     }
 
+    /// The message types this router handles, sorted, each with its JSON Schema if it has one
+    /// (what an AsyncAPI document lists as consumed).
+    pub fn message_types(&self) -> Vec<(&'static str, Option<serde_json::Value>)> {
+        let mut types: Vec<_> = self
+            .handlers
+            .iter()
+            .map(|(name, handler)| (*name, handler.schema()))
+            .collect();
+        types.sort_by_key(|(name, _)| *name);
+        types
+    }
+
     /// Whether a handler is registered for `type_name`.
     pub fn handles(&self, type_name: &str) -> bool {
         self.handlers.contains_key(type_name)
@@ -181,20 +205,56 @@ pub(crate) trait ErasedHandler: Send + Sync {
         payload: &[u8],
         ctx: &'a MessageContext,
     ) -> Result<BoxFuture<'a, Result<(), HandlerError>>>;
+
+    /// The message type's JSON Schema, if it has one.
+    fn schema(&self) -> Option<serde_json::Value>;
 }
 
 struct Typed<M, H> {
     handler: H,
+    /// The message type's schema, compiled once.
+    validator: Option<jsonschema::Validator>,
     _message: PhantomData<fn(M)>,
 }
 
+/// How many schema violations a dead letter lists (one is usually enough to act on).
+const SHOWN_VIOLATIONS: usize = 3;
+
 impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
+    fn schema(&self) -> Option<serde_json::Value> {
+        M::json_schema()
+    }
+
     fn call<'a>(
         &'a self,
         payload: &[u8],
         ctx: &'a MessageContext,
     ) -> Result<BoxFuture<'a, Result<(), HandlerError>>> {
-        let message = envelope::decode::<M>(payload)?;
+        let message = match &self.validator {
+            None => envelope::decode::<M>(payload)?,
+            Some(validator) => {
+                let value: serde_json::Value =
+                    serde_json::from_slice(payload).map_err(|source| Error::Decode {
+                        type_name: M::TYPE.to_owned(),
+                        source,
+                    })?;
+                let violations: Vec<String> = validator
+                    .iter_errors(&value)
+                    .take(SHOWN_VIOLATIONS)
+                    .map(|e| format!("at {:?}: {e}", e.instance_path().to_string()))
+                    .collect();
+                if !violations.is_empty() {
+                    return Err(Error::Schema {
+                        type_name: M::TYPE,
+                        violations: violations.join("; "),
+                    });
+                }
+                serde_json::from_value(value).map_err(|source| Error::Decode {
+                    type_name: M::TYPE.to_owned(),
+                    source,
+                })?
+            }
+        };
         Ok(self.handler.handle(message, ctx))
     }
 }

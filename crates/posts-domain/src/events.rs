@@ -7,6 +7,7 @@
 
 use ferry_es::{Event, Outbox};
 use ferry_toolkit::Message;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use uuid::Uuid;
 pub const TOPIC: &str = "SocialMediaPostEvents";
 
 /// A post was written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostCreated {
     /// The post.
@@ -28,7 +29,7 @@ pub struct PostCreated {
 }
 
 /// A post's text was replaced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageUpdated {
     /// The post.
@@ -38,7 +39,7 @@ pub struct MessageUpdated {
 }
 
 /// A post was liked once more.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostLiked {
     /// The post.
@@ -46,7 +47,7 @@ pub struct PostLiked {
 }
 
 /// A comment was added to a post.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentAdded {
     /// The post.
@@ -62,7 +63,7 @@ pub struct CommentAdded {
 }
 
 /// A comment's text was replaced by its author.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentUpdated {
     /// The post.
@@ -78,7 +79,7 @@ pub struct CommentUpdated {
 }
 
 /// A comment was removed by its author.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CommentRemoved {
     /// The post.
@@ -88,7 +89,7 @@ pub struct CommentRemoved {
 }
 
 /// A post was deleted by its author.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostRemoved {
     /// The post.
@@ -101,6 +102,7 @@ macro_rules! post_events {
     ($($name:ident),* $(,)?) => {
         $(
             impl Message for $name {
+                ferry_toolkit::schema_from_schemars!();
                 const TYPE: &'static str = stringify!($name);
                 fn key(&self) -> String {
                     self.post_id.to_string()
@@ -115,7 +117,7 @@ macro_rules! post_events {
         )*
 
         /// Everything that can happen to a post: the post aggregate's event type.
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
         #[allow(clippy::enum_variant_names)]
         pub enum PostEvent {
             $(

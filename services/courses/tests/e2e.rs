@@ -358,3 +358,32 @@ async fn original_plain_course_json_is_applied_exactly_once_even_when_redelivere
             .unwrap();
     assert_eq!(claimed, 3, "each plain record is claimed once");
 }
+
+/// A plain course that breaks the message schema (a name over the producer's 200 characters,
+/// which serde alone would take) is dead-lettered with the violation; the next one is applied.
+/// The schema's bounds are the HTTP API's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn course_breaking_its_schema_is_dead_lettered_with_the_violation() {
+    use ferry_toolkit::Message;
+    let schema = ferry_contracts::courses::CourseMessage::json_schema().unwrap();
+    let props = &schema["properties"];
+    assert_eq!(props["name"]["maxLength"], ferry_service::fields::NAME);
+    assert_eq!(props["code"]["maxLength"], ferry_service::fields::CODE);
+
+    let s = start().await;
+    let bootstrap = s.harness.bootstrap();
+    let long = json!({"id": "too-long", "name": "n".repeat(201), "code": "C", "active": true, "method": "POST"});
+    produce_plain(&bootstrap, "test", long.to_string().as_bytes()).await;
+    let fine = json!({"id": "fine", "name": "n", "code": "C", "active": true, "method": "POST"});
+    produce_plain(&bootstrap, "test", fine.to_string().as_bytes()).await;
+    s.until("/api/v1/courses/fine", |st, _| st == StatusCode::OK)
+        .await;
+    let (status, _) = s.read("/api/v1/courses/too-long").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let letter = consume_raw(&bootstrap, "test.dlq", |m| m.payload.contains("too-long")).await;
+    let error = letter.header("ferry-dlq-error").unwrap_or_default();
+    assert!(
+        error.contains("breaks its schema") && error.contains("/name"),
+        "{error}"
+    );
+}

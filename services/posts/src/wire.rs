@@ -11,6 +11,7 @@
 use ferry_es::{Aggregate, Event, Metadata, Recorded};
 use ferry_toolkit::Message;
 use posts_domain::{Post, PostEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -91,7 +92,7 @@ pub(crate) struct FeedCount {
 /// "Rebuild the read model from the event store": staged by the command service's
 /// `RestoreReadDb` in its outbox, handled by the query service, which runs it as job
 /// `job_id` and reports its progress at `GET /api/v1/RestoreReadDb/{job_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreRequested {
     /// The job's id, chosen by the requester.
@@ -103,6 +104,7 @@ pub struct RestoreRequested {
 }
 
 impl Message for RestoreRequested {
+    ferry_toolkit::schema_from_schemars!();
     const TYPE: &'static str = "RestoreReadDbRequested";
     fn key(&self) -> String {
         self.job_id.to_string()
