@@ -2,7 +2,8 @@
 // `ferry up --free-ports` in a fresh data directory, the dashboard opened from the URL table,
 // a course created and an invoice requested from the page, each result awaited on the page
 // (live, without reloading), the services' health pills checked, a full-page screenshot taken,
-// and ferry stopped with Ctrl-C (SIGINT), which must exit 0.
+// and ferry stopped with Ctrl-C (SIGINT), which must exit 0. First every service's
+// /asyncapi.json is validated against the AsyncAPI 3.0.0 schema (asyncapi.mjs).
 //
 //   node tests/browser/dashboard.mjs            # from the repository root, after `cargo build`
 //   node tests/browser/dashboard.mjs --docs     # also a score, and the screenshot copied to docs/dashboard.png
@@ -17,6 +18,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
+
+import { checkAsyncApi } from './asyncapi.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FERRY_BIN = resolve(process.env.FERRY_BIN ?? join(ROOT, 'target', 'debug', 'ferry'));
@@ -251,6 +254,7 @@ async function main() {
   }, TOTAL_MS);
   try {
     await table;
+    for (const line of await checkAsyncApi(ferry.services, Failure)) log(`AsyncAPI ${line}`);
     browser = await chromium.launch({
       executablePath: CHROMIUM_BIN,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],

@@ -16,13 +16,14 @@
 //! A service crate exposes `start(ServiceConfig, CancellationToken) -> ServiceHandle`; the `ferry`
 //! binary runs one (`ferry run <service>`) or all of them (`ferry up`) that way.
 
+pub mod asyncapi;
 mod error;
 pub mod fields;
 mod runtime;
 mod server;
 
 pub use error::{ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, limit};
-pub use runtime::{PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
+pub use runtime::{ASYNCAPI_PATH, PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
 pub use server::{
     CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle,
     raise_open_files_limit, serve,

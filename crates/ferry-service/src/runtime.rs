@@ -14,10 +14,11 @@ use ferry_toolkit::kafka::{self, KafkaConfig};
 use ferry_toolkit::ops::Health;
 use ferry_toolkit::sql::Database;
 use ferry_toolkit::sql::outbox::{Relay, RelayWaker};
-use ferry_toolkit::{Publisher, Router};
+use ferry_toolkit::{Message, Publisher, Router};
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
+use crate::asyncapi::AsyncApi;
 use crate::{ServiceConfig, ServiceHandle};
 
 /// Why a service could not start; every service's `start` returns it.
@@ -81,6 +82,8 @@ pub struct Runtime {
     lock: Option<ferry_lockfile::LockFile>,
     /// The databases whose outbox a relay publishes: `/outbox/parked` lists their parked rows.
     outboxes: Vec<Database>,
+    /// What `/asyncapi.json` describes: the routers' topics and what [`Runtime::sends`] declared.
+    asyncapi: AsyncApi,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -127,6 +130,7 @@ impl Runtime {
             relays: Mutex::default(),
             lock,
             outboxes: Vec::new(),
+            asyncapi: AsyncApi::new(name),
         })
     }
 
@@ -178,6 +182,7 @@ impl Runtime {
     /// Starts `router` on the service's transport, reporting into its health; stopped
     /// gracefully (in-flight messages finish, offsets are committed) on shutdown.
     pub fn start_router(&mut self, router: Router) -> ferry_toolkit::Result<()> {
+        self.asyncapi.receives(&router);
         let router = router.health(&self.health);
         let publisher = self.publisher.clone();
         match &self.transport {
@@ -191,6 +196,12 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Declares that the service sends `M` to `topic` (for `/asyncapi.json`; what it receives
+    /// is known from its routers).
+    pub fn sends<M: Message>(&mut self, topic: &str) {
+        self.asyncapi.sends::<M>(topic);
     }
 
     /// Registers another background part (a tap, a poller) to stop with the routers, after
@@ -215,8 +226,14 @@ impl Runtime {
             relays,
             lock: data_lock,
             outboxes,
+            asyncapi,
             ..
         } = self;
+        let asyncapi = asyncapi.document();
+        let app = app.route(
+            ASYNCAPI_PATH,
+            axum::routing::get(move || async move { axum::Json(asyncapi) }),
+        );
         let app = if outboxes.is_empty() {
             app
         } else {
@@ -253,6 +270,9 @@ impl Runtime {
         Ok(handle)
     }
 }
+
+/// Where every service serves its AsyncAPI 3.0 document.
+pub const ASYNCAPI_PATH: &str = "/asyncapi.json";
 
 /// Where a service with an outbox lists the rows its relay parked (the dashboard shows them
 /// with the dead letters).

@@ -67,6 +67,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<CourseMessage>(TOPIC);
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let app = axum::Router::new()

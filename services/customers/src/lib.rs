@@ -96,6 +96,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<ferry_contracts::orders::CustomerCreated>(TOPIC);
+    runtime.sends::<ferry_contracts::orders::CreditLimitChanged>(TOPIC);
+    runtime.sends::<ferry_contracts::orders::OrderValidated>(TOPIC);
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let (handler_db, waker) = (db.clone(), relay.clone());

@@ -118,6 +118,12 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<ferry_contracts::billing::GenerateInvoice>(
+        ferry_contracts::billing::GENERATE_INVOICE,
+    );
+    runtime.sends::<ferry_contracts::billing::CalculateScore>(
+        ferry_contracts::billing::CALCULATE_SCORE,
+    );
     let db = runtime.database(events::MIGRATIONS).await?;
     let kafka = KafkaConfig::new(&runtime.config().brokers);
     let events = events::Events::new(db);

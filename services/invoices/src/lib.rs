@@ -103,6 +103,12 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<ferry_contracts::billing::InvoiceGenerated>(
+        ferry_contracts::billing::INVOICE_GENERATED,
+    );
+    runtime.sends::<ferry_contracts::billing::InvoiceRejected>(
+        ferry_contracts::billing::INVOICE_GENERATED,
+    );
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let (handler_db, waker) = (db.clone(), relay.clone());

@@ -67,6 +67,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<ferry_contracts::orders::OrderCreated>(TOPIC);
+    runtime.sends::<ferry_contracts::orders::OrderShipped>(TOPIC);
+    runtime.sends::<ferry_contracts::orders::OrderCancelled>(TOPIC);
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let (handler_db, waker) = (db.clone(), relay.clone());

@@ -177,6 +177,14 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<posts_domain::PostCreated>(posts_domain::TOPIC);
+    runtime.sends::<posts_domain::MessageUpdated>(posts_domain::TOPIC);
+    runtime.sends::<posts_domain::PostLiked>(posts_domain::TOPIC);
+    runtime.sends::<posts_domain::CommentAdded>(posts_domain::TOPIC);
+    runtime.sends::<posts_domain::CommentUpdated>(posts_domain::TOPIC);
+    runtime.sends::<posts_domain::CommentRemoved>(posts_domain::TOPIC);
+    runtime.sends::<posts_domain::PostRemoved>(posts_domain::TOPIC);
+    runtime.sends::<RestoreRequested>(RESTORE_TOPIC);
     let db = runtime.config().database(SERVICE).await?;
     ferry_es::migrate(&db).await?;
     let relay = runtime.start_relay(&db);

@@ -141,6 +141,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<ferry_contracts::billing::ScoreCalculated>(
+        ferry_contracts::billing::SCORE_CALCULATED,
+    );
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let (learn_db, score_db, waker) = (db.clone(), db.clone(), relay.clone());

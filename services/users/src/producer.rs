@@ -98,6 +98,8 @@ pub async fn start_with(
     shutdown: CancellationToken,
 ) -> Result<ServiceHandle, Error> {
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
+    runtime.sends::<Task>(TASKS);
+    runtime.sends::<UserRequested>(USER_TASKS);
     let db = runtime.database(MIGRATIONS).await?;
     let relay = runtime.start_relay(&db);
     let hasher = HashPool::start(&hashing)

@@ -313,11 +313,16 @@ $('#close-trace').addEventListener('click', () => { $('#trace').hidden = true; }
 async function refreshServices() {
   try {
     const services = await call('GET', '/api/ferry/services');
-    $('#services').replaceChildren(...services.map((s) => el('span', {
+    // Each pill is followed by a link to the service's AsyncAPI document (through the gateway).
+    $('#services').replaceChildren(...services.flatMap((s) => [el('span', {
       class: `pill ${s.ready ? 'up' : s.up ? 'starting' : 'down'}`,
       title: `${s.url} — ${s.up ? 'up' : 'down'}, ${s.ready ? 'ready' : 'not ready'}`,
       'data-service': s.name,
-    }, s.name)));
+    }, s.name), el('a', {
+      class: 'spec',
+      href: `/svc/${encodeURIComponent(s.name)}/asyncapi.json`,
+      title: `AsyncAPI 3.0 document of ${s.name}: the topics it sends to and receives from, with message schemas`,
+    }, 'AsyncAPI')]));
   } catch { /* the next refresh tries again */ }
 }
 
