@@ -1,6 +1,15 @@
-//! Consumer groups: the membership state machine ([`coordinator`]) and the durable committed
+//! Consumer groups: the classic membership state machine ([`coordinator`]), the consumer-protocol
+//! (KIP-848) groups ([`consumer`], with the broker-side [`assignor`]s) and the durable committed
 //! offsets ([`store`]), tied together for the handlers.
+//!
+//! A group id is either a classic group or a consumer-protocol group, never both. Kafka's
+//! conversion rules: a ConsumerGroupHeartbeat to an empty classic group turns it into a consumer
+//! group (to one with members: GROUP_ID_NOT_FOUND); a JoinGroup to an empty consumer group turns
+//! it into a classic one (to one with members: INCONSISTENT_GROUP_PROTOCOL). Both checks run
+//! under the consumer lock, which is always taken before the classic one.
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod offsets_topic;
 pub mod store;
@@ -9,7 +18,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use coordinator::{Coordinator, GenerationRecord, GroupError, JoinRequest};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+pub use consumer::{ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatOk, TopicsView};
+pub use coordinator::{Coordinator, GenerationRecord, GroupError, JoinOutcome, JoinRequest};
 pub use store::{Committed, GroupStore, StoreError};
 
 /// How often session timeouts and rebalance deadlines are checked.
@@ -20,13 +33,19 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub struct Groups {
     /// Membership and rebalances (in memory).
     pub coordinator: Coordinator,
+    /// Consumer-protocol groups (in memory). Lock order: this before the classic coordinator's.
+    pub consumer: Mutex<ConsumerGroups>,
     /// Committed offsets and generations (on disk).
     pub store: Arc<GroupStore>,
 }
 
 impl Groups {
     /// Open the store under `<data>/groups` and seed the coordinator with the known groups.
-    pub fn open(data_dir: &Path) -> Result<Groups, StoreError> {
+    pub fn open(
+        data_dir: &Path,
+        consumer_session_timeout: Duration,
+        consumer_heartbeat_interval: Duration,
+    ) -> Result<Groups, StoreError> {
         let store = GroupStore::open(&data_dir.join("groups"))?;
         let known = store
             .groups()
@@ -34,6 +53,10 @@ impl Groups {
             .map(|(g, r)| (g, r.generation, r.protocol_type));
         Ok(Groups {
             coordinator: Coordinator::new(known),
+            consumer: Mutex::new(ConsumerGroups::new(
+                consumer_session_timeout,
+                consumer_heartbeat_interval,
+            )),
             store: Arc::new(store),
         })
     }
@@ -54,9 +77,102 @@ impl Groups {
         });
     }
 
+    /// A classic JoinGroup: refused for a consumer group with members, which an empty one
+    /// converts to a classic group first.
+    pub fn join(
+        &self,
+        req: JoinRequest,
+        now: Instant,
+    ) -> (oneshot::Receiver<JoinOutcome>, Vec<GenerationRecord>) {
+        let mut consumer = self.consumer.lock();
+        if consumer.kind(&req.group) == Some(true) {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(JoinOutcome {
+                error: Some(GroupError::InconsistentGroupProtocol),
+                generation: -1,
+                member_id: req.member_id,
+                ..Default::default()
+            });
+            return (rx, Vec::new());
+        }
+        if consumer.remove_empty(&req.group) {
+            tracing::info!(group = %req.group, "empty consumer group converted to a classic group");
+        }
+        self.coordinator.join(req, now)
+    }
+
+    /// A ConsumerGroupHeartbeat: GROUP_ID_NOT_FOUND for a classic group with members, which an
+    /// empty one converts to a consumer group first.
+    pub fn heartbeat(
+        &self,
+        req: Heartbeat,
+        topics: &dyn TopicsView,
+        now: Instant,
+    ) -> Result<HeartbeatOk, HeartbeatError> {
+        let mut consumer = self.consumer.lock();
+        if consumer.kind(&req.group).is_none() {
+            match self.coordinator.kind(&req.group) {
+                Some(true) => {
+                    let msg = format!("Group {} is not a consumer group.", req.group);
+                    return Err((GroupError::GroupIdNotFound, msg));
+                }
+                Some(false) => {
+                    self.coordinator.remove_empty(&req.group);
+                    tracing::info!(group = %req.group, "empty classic group converted to a consumer group");
+                }
+                None => {}
+            }
+        }
+        consumer.heartbeat(req, topics, now)
+    }
+
+    /// Whether an OffsetCommit may be applied: the consumer-group rules (member epochs) for a
+    /// consumer group, else the classic ones (generations). `epoch_aware`: OffsetCommit v9+ or a
+    /// TxnOffsetCommit, which a consumer-protocol member must use.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        generation_or_epoch: i32,
+        member_id: &str,
+        partitions: &[(String, i32)],
+        epoch_aware: bool,
+    ) -> Result<(), GroupError> {
+        if let Some(r) = self.consumer.lock().check_commit(
+            group,
+            member_id,
+            generation_or_epoch,
+            partitions,
+            epoch_aware,
+        ) {
+            return r;
+        }
+        self.coordinator
+            .check_commit(group, generation_or_epoch, member_id)
+    }
+
+    /// Make a group known after a simple commit, unless it is a consumer group.
+    pub fn touch(&self, group: &str) {
+        let consumer = self.consumer.lock();
+        if consumer.kind(group).is_none() {
+            self.coordinator.touch(group);
+        }
+    }
+
     /// One tick of the membership clock.
-    pub fn tick(&self) {
-        let done = self.coordinator.tick(Instant::now());
+    pub fn tick(&self, topics: &dyn TopicsView) {
+        let now = Instant::now();
+        self.consumer.lock().tick(topics, now);
+        let done = self.coordinator.tick(now);
         self.persist_generations(done);
+    }
+}
+
+impl TopicsView for ferry_log::Store {
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.topic(topic).map(|t| t.partition_count())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.topics().iter().map(|t| t.name().to_owned()).collect()
     }
 }
