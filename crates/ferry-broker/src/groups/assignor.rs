@@ -45,8 +45,10 @@ fn range(
     members: &BTreeMap<String, MemberSpec<'_>>,
     partitions: &BTreeMap<String, u32>,
 ) -> BTreeMap<String, BTreeSet<Tp>> {
-    let mut out: BTreeMap<String, BTreeSet<Tp>> =
-        members.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
+    let mut out: BTreeMap<String, BTreeSet<Tp>> = members
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
     for (topic, &count) in partitions {
         let subscribed: Vec<&String> = members
             .iter()
@@ -78,9 +80,15 @@ fn uniform(
     members: &BTreeMap<String, MemberSpec<'_>>,
     partitions: &BTreeMap<String, u32>,
 ) -> BTreeMap<String, BTreeSet<Tp>> {
-    let mut out: BTreeMap<String, BTreeSet<Tp>> =
-        members.keys().map(|m| (m.clone(), BTreeSet::new())).collect();
-    let exists = |(t, p): &Tp| partitions.get(t).is_some_and(|&n| *p >= 0 && (*p as u32) < n);
+    let mut out: BTreeMap<String, BTreeSet<Tp>> = members
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    let exists = |(t, p): &Tp| {
+        partitions
+            .get(t)
+            .is_some_and(|&n| *p >= 0 && (*p as u32) < n)
+    };
     let mut taken: BTreeSet<Tp> = BTreeSet::new();
     for (id, spec) in members {
         for tp in spec.previous {
@@ -177,7 +185,10 @@ mod tests {
         for (id, set) in &out {
             for tp in set {
                 assert!(seen.insert(tp.clone()), "{tp:?} assigned twice");
-                assert!(specs[id].topics.contains(&tp.0), "{id} not subscribed to {tp:?}");
+                assert!(
+                    specs[id].topics.contains(&tp.0),
+                    "{id} not subscribed to {tp:?}"
+                );
             }
         }
         for (t, n) in &counts {
@@ -231,7 +242,10 @@ mod tests {
         let prev = parts(&[("a", 0), ("a", 1)]);
         let out = check(
             "uniform",
-            &[("m1", t.clone(), prev.clone()), ("m3", t.clone(), parts(&[("a", 4), ("a", 5)]))],
+            &[
+                ("m1", t.clone(), prev.clone()),
+                ("m3", t.clone(), parts(&[("a", 4), ("a", 5)])),
+            ],
             &[("a", 6)],
         );
         assert!(prev.is_subset(&out["m1"]));
@@ -272,7 +286,10 @@ mod tests {
         let none = BTreeSet::new();
         let out = check(
             "range",
-            &[("m1", t.clone(), none.clone()), ("m2", t.clone(), none.clone())],
+            &[
+                ("m1", t.clone(), none.clone()),
+                ("m2", t.clone(), none.clone()),
+            ],
             &[("a", 5)],
         );
         assert_eq!(out["m1"], parts(&[("a", 0), ("a", 1), ("a", 2)]));

@@ -415,7 +415,9 @@ impl ConsumerGroups {
         {
             return Err((
                 GroupError::UnsupportedAssignor,
-                format!("ServerAssignor {a} is not supported. Supported assignors: uniform, range."),
+                format!(
+                    "ServerAssignor {a} is not supported. Supported assignors: uniform, range."
+                ),
             ));
         }
         let regex = match req.topic_regex.as_deref() {
@@ -431,14 +433,19 @@ impl ConsumerGroups {
             && req.topic_names.is_none()
             && req.topic_regex.as_deref().is_none_or(str::is_empty)
         {
-            return invalid("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
+            return invalid(
+                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+            );
         }
 
         if matches!(req.member_epoch, LEAVE_EPOCH | LEAVE_STATIC_EPOCH) {
             return self.leave(req, topics);
         }
         let interval = self.heartbeat_interval;
-        let group = self.groups.entry(req.group.clone()).or_insert_with(Group::new);
+        let group = self
+            .groups
+            .entry(req.group.clone())
+            .or_insert_with(Group::new);
         let member_id = if req.member_id.is_empty() {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -526,12 +533,19 @@ impl ConsumerGroups {
             } else if req.member_epoch < m.epoch {
                 // A lost response: the member still has its previous epoch and assignment.
                 req.member_epoch != m.previous_epoch
-                    || req.owned.as_ref().is_some_and(|o| !o.is_subset(&m.assigned_set()))
+                    || req
+                        .owned
+                        .as_ref()
+                        .is_some_and(|o| !o.is_subset(&m.assigned_set()))
             } else {
                 false
             };
             if fenced {
-                let relation = if req.member_epoch > m.epoch { "greater" } else { "smaller" };
+                let relation = if req.member_epoch > m.epoch {
+                    "greater"
+                } else {
+                    "smaller"
+                };
                 return Err((
                     GroupError::FencedMemberEpoch,
                     format!(
@@ -601,7 +615,10 @@ impl ConsumerGroups {
         let unknown = || {
             Err((
                 GroupError::UnknownMemberId,
-                format!("Member {} is not a member of group {}.", req.member_id, req.group),
+                format!(
+                    "Member {} is not a member of group {}.",
+                    req.member_id, req.group
+                ),
             ))
         };
         let Some(group) = self.groups.get_mut(&req.group) else {
@@ -756,7 +773,10 @@ impl ConsumerGroups {
 
     /// Every consumer group with its state name, for ListGroups.
     pub fn list(&self) -> Vec<(String, &'static str)> {
-        self.groups.iter().map(|(id, g)| (id.clone(), g.state())).collect()
+        self.groups
+            .iter()
+            .map(|(id, g)| (id.clone(), g.state()))
+            .collect()
     }
 
     /// DeleteGroups: `None` if not a consumer group; only an empty one can be deleted.

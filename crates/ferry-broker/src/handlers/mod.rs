@@ -96,9 +96,7 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
         RequestKind::ConsumerGroupHeartbeat(r) => {
             now(consumer_group::heartbeat(shared, r, client_id, peer))
         }
-        RequestKind::ConsumerGroupDescribe(r) => {
-            now(consumer_group::describe(shared, r, version))
-        }
+        RequestKind::ConsumerGroupDescribe(r) => now(consumer_group::describe(shared, r, version)),
         other => {
             // versions::SUPPORTED and this match must list the same APIs; a unit test checks it.
             tracing::error!(api = ?request.api, "supported API without a handler: {other:?}");
