@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -447,6 +448,28 @@ async fn every_advertised_version_is_answered() {
             .find(|g| g.group_id.0.as_str() == group)
             .unwrap();
         assert_eq!(g.group_type.as_str(), "consumer");
+        // OffsetDelete keeps the offsets of a topic a member subscribes to.
+        let deleted: OffsetDeleteResponse = call(
+            &mut s,
+            ApiKey::OffsetDelete,
+            0,
+            &OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        )
+        .await;
+        assert_eq!(deleted.error_code, 0);
+        assert_eq!(
+            deleted.topics[0].partitions[0].error_code,
+            ResponseError::GroupSubscribedToTopic.code()
+        );
         // A classic JoinGroup to the consumer group with a member is refused.
         let classic: JoinGroupResponse = call(
             &mut s,

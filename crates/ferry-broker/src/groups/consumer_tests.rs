@@ -210,3 +210,51 @@ fn commits_need_the_current_epoch_or_one_under_which_the_partition_was_held() {
     );
     assert_eq!(g.check_commit("other", "a", 1, &tp, true), None);
 }
+
+#[test]
+fn a_regex_subscription_follows_topics_created_later() {
+    let (mut g, now) = (groups(), Instant::now());
+    let mut t = BTreeMap::from([("orders".to_owned(), 2), ("other".to_owned(), 1)]);
+    let mut req = join("a");
+    req.topic_names = None;
+    req.topic_regex = Some("^ord.*".into());
+    let ok = g.heartbeat(req, &t, now).unwrap();
+    assert_eq!(ok.assignment.unwrap().len(), 2);
+    t.insert("orders-eu".into(), 3);
+    t.insert("__consumer_offsets".into(), 50);
+    let ok = g
+        .heartbeat(beat("a", ok.member_epoch, &BTreeSet::new()), &t, now)
+        .unwrap();
+    let topics: BTreeSet<String> = ok.assignment.unwrap().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        topics,
+        BTreeSet::from(["orders".to_owned(), "orders-eu".to_owned()])
+    );
+}
+
+#[test]
+fn bad_heartbeats_get_kafkas_errors() {
+    let (mut g, t, now) = (groups(), topics(1), Instant::now());
+    let mut bad_regex = join("a");
+    bad_regex.topic_regex = Some("(".into());
+    assert_eq!(
+        g.heartbeat(bad_regex, &t, now).unwrap_err().0,
+        GroupError::InvalidRegularExpression
+    );
+    let mut bad_assignor = join("a");
+    bad_assignor.server_assignor = Some("sticky".into());
+    assert_eq!(
+        g.heartbeat(bad_assignor, &t, now).unwrap_err().0,
+        GroupError::UnsupportedAssignor
+    );
+    let mut no_subscription = join("a");
+    no_subscription.topic_names = None;
+    assert_eq!(
+        g.heartbeat(no_subscription, &t, now).unwrap_err().0,
+        GroupError::InvalidRequest
+    );
+    let mut range = join("a");
+    range.server_assignor = Some("range".into());
+    g.heartbeat(range, &t, now).unwrap();
+    assert_eq!(g.describe("g").unwrap().assignor, "range");
+}
