@@ -176,3 +176,75 @@ impl TopicsView for ferry_log::Store {
         self.topics().iter().map(|t| t.name().to_owned()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn classic_join(group: &str) -> JoinRequest {
+        JoinRequest {
+            group: group.into(),
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), bytes::Bytes::new())],
+        }
+    }
+
+    fn consumer_join(group: &str, member: &str, epoch: i32) -> Heartbeat {
+        Heartbeat {
+            group: group.into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            rebalance_timeout: Some(Duration::from_secs(10)),
+            topic_names: Some(vec!["t".into()]),
+            ..Default::default()
+        }
+    }
+
+    /// Kafka's conversion rules between classic and consumer groups of one id.
+    #[test]
+    fn a_group_id_is_classic_or_consumer_and_converts_only_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups =
+            Groups::open(dir.path(), Duration::from_secs(45), Duration::from_secs(5)).unwrap();
+        let topics = BTreeMap::from([("t".to_owned(), 2)]);
+        let now = Instant::now();
+
+        let (mut rx, _) = groups.join(classic_join("g"), now);
+        let classic = rx.try_recv().unwrap();
+        assert_eq!(classic.error, None);
+        let refused = groups.heartbeat(consumer_join("g", "m", 0), &topics, now);
+        assert_eq!(refused.unwrap_err().0, GroupError::GroupIdNotFound);
+
+        // Empty, the classic group converts.
+        let (left, _) = groups
+            .coordinator
+            .leave("g", &[(classic.member_id, None)], now);
+        assert_eq!(left, [Ok(())]);
+        groups
+            .heartbeat(consumer_join("g", "m", 0), &topics, now)
+            .unwrap();
+        assert!(groups.coordinator.kind("g").is_none());
+
+        // A classic member cannot join the consumer group while it has members...
+        let (mut rx, _) = groups.join(classic_join("g"), now);
+        assert_eq!(
+            rx.try_recv().unwrap().error,
+            Some(GroupError::InconsistentGroupProtocol)
+        );
+        // ...and converts it back once it is empty.
+        groups
+            .heartbeat(consumer_join("g", "m", consumer::LEAVE_EPOCH), &topics, now)
+            .unwrap();
+        let (mut rx, _) = groups.join(classic_join("g"), now);
+        assert_eq!(rx.try_recv().unwrap().error, None);
+        assert_eq!(groups.consumer.lock().kind("g"), None);
+    }
+}
