@@ -53,6 +53,14 @@ pub struct BrokerConfig {
     /// Longest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
     /// `transaction.max.timeout.ms`); InitProducerId with more is INVALID_TRANSACTION_TIMEOUT.
     pub transaction_max_timeout: Duration,
+    /// Session timeout of consumer-protocol (KIP-848) group members, set by the broker, not the
+    /// client (Kafka's `group.consumer.session.timeout.ms`, 45 s): a member that does not
+    /// heartbeat for this long is removed and its partitions reassigned.
+    pub consumer_session_timeout: Duration,
+    /// Heartbeat interval the broker tells consumer-protocol members (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, 5 s). A member learns of a new target assignment
+    /// at its next heartbeat, so this bounds how long a rebalance step waits.
+    pub consumer_heartbeat_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +81,8 @@ impl Default for BrokerConfig {
             cleaner_check_interval: Duration::from_secs(15),
             cleaner: ferry_log::CleanerOptions::default(),
             transaction_max_timeout: Duration::from_secs(15 * 60),
+            consumer_session_timeout: Duration::from_secs(45),
+            consumer_heartbeat_interval: Duration::from_secs(5),
         }
     }
 }

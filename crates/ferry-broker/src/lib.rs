@@ -128,6 +128,8 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
     let log_defaults = config.log.clone();
     let max_txn_timeout_ms =
         i32::try_from(config.transaction_max_timeout.as_millis()).unwrap_or(i32::MAX);
+    let consumer_session_timeout = config.consumer_session_timeout;
+    let consumer_heartbeat_interval = config.consumer_heartbeat_interval;
     let (lock, (store, dynamic), cluster_id, groups, producer_ids, txns) =
         tokio::task::spawn_blocking(move || -> Result<_, Error> {
             std::fs::create_dir_all(&data_dir).map_err(|source| Error::DataDir {
@@ -147,8 +149,12 @@ pub async fn start(config: BrokerConfig) -> Result<BrokerHandle, Error> {
             })?;
             let log_defaults = dynamic.layers().log_defaults(&log_defaults)?;
             let store = ferry_log::Store::open(&data_dir, log_defaults, listener)?;
-            let groups =
-                groups::Groups::open(&data_dir).map_err(|e| Error::Groups(e.to_string()))?;
+            let groups = groups::Groups::open(
+                &data_dir,
+                consumer_session_timeout,
+                consumer_heartbeat_interval,
+            )
+            .map_err(|e| Error::Groups(e.to_string()))?;
             let producer_ids =
                 producer_ids::ProducerIds::open(&data_dir).map_err(|source| Error::DataDir {
                     path: data_dir.join("producer-ids"),
@@ -300,7 +306,7 @@ async fn group_clock(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => shared.groups.tick(),
+            _ = tick.tick() => shared.groups.tick(&shared.store),
         }
     }
 }

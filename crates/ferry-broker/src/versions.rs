@@ -41,8 +41,9 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
-    api(ApiKey::OffsetCommit, 2, 8),
-    api(ApiKey::OffsetFetch, 1, 8),
+    // v9 (KIP-848): member epochs of consumer-protocol groups.
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
     api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
@@ -72,6 +73,9 @@ pub const SUPPORTED: &[Supported] = &[
     // v2 adds a transactional-id regex filter (Java regex syntax): not implemented.
     api(ApiKey::ListTransactions, 0, 1),
     api(ApiKey::DescribeProducers, 0, 0),
+    // The consumer group protocol (KIP-848), at the versions librdkafka 2.12+ and Kafka 4.x use.
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The supported range for `key`, if the broker implements it at all.

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -361,6 +362,131 @@ async fn every_advertised_version_is_answered() {
         if let Some(g) = g {
             assert_eq!(g.group_type.as_str(), "classic");
         }
+    }
+    // KIP-848: a member joins a consumer group at every version, the group describes it, the
+    // member commits with its epoch at OffsetCommit v9 (a stale epoch is refused), and
+    // ListGroups v5 lists the group as a consumer group.
+    for v in range(ApiKey::ConsumerGroupHeartbeat) {
+        let group = format!("cg-v{v}");
+        // v0: the broker makes the member id; v1 (KIP-1082): the client does.
+        let member = if v >= 1 {
+            format!("member-v{v}")
+        } else {
+            String::new()
+        };
+        let join = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+            .with_member_id(StrBytes::from_string(member))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(5000)
+            .with_subscribed_topic_names(Some(vec![name()]))
+            .with_topic_partitions(Some(vec![]));
+        let resp: ConsumerGroupHeartbeatResponse =
+            call(&mut s, ApiKey::ConsumerGroupHeartbeat, v, &join).await;
+        assert_eq!(
+            resp.error_code, 0,
+            "ConsumerGroupHeartbeat v{v}: {:?}",
+            resp.error_message
+        );
+        assert!(resp.member_epoch >= 1, "ConsumerGroupHeartbeat v{v}");
+        let assigned: usize = resp
+            .assignment
+            .as_ref()
+            .map(|a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum())
+            .unwrap_or(0);
+        assert!(assigned >= 1, "ConsumerGroupHeartbeat v{v}: {resp:?}");
+        let member_id = resp.member_id.clone().unwrap();
+        for dv in range(ApiKey::ConsumerGroupDescribe) {
+            let d: ConsumerGroupDescribeResponse = call(
+                &mut s,
+                ApiKey::ConsumerGroupDescribe,
+                dv,
+                &ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(vec![GroupId(StrBytes::from_string(group.clone()))]),
+            )
+            .await;
+            let g = &d.groups[0];
+            assert_eq!(
+                (g.error_code, g.group_state.as_str()),
+                (0, "Stable"),
+                "ConsumerGroupDescribe v{dv}"
+            );
+            assert_eq!(g.members[0].member_epoch, resp.member_epoch);
+            assert_eq!(g.members[0].member_id, member_id);
+        }
+        for (epoch, want) in [(resp.member_epoch, 0), (resp.member_epoch + 1, 113)] {
+            let commit = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                .with_member_id(member_id.clone())
+                .with_generation_id_or_member_epoch(epoch)
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]);
+            let r: OffsetCommitResponse = call(&mut s, ApiKey::OffsetCommit, 9, &commit).await;
+            assert_eq!(
+                r.topics[0].partitions[0].error_code, want,
+                "OffsetCommit v9 epoch {epoch}"
+            );
+        }
+        let list: ListGroupsResponse = call(
+            &mut s,
+            ApiKey::ListGroups,
+            5,
+            &ListGroupsRequest::default()
+                .with_types_filter(vec![StrBytes::from_static_str("consumer")]),
+        )
+        .await;
+        let g = list
+            .groups
+            .iter()
+            .find(|g| g.group_id.0.as_str() == group)
+            .unwrap();
+        assert_eq!(g.group_type.as_str(), "consumer");
+        // OffsetDelete keeps the offsets of a topic a member subscribes to.
+        let deleted: OffsetDeleteResponse = call(
+            &mut s,
+            ApiKey::OffsetDelete,
+            0,
+            &OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        )
+        .await;
+        assert_eq!(deleted.error_code, 0);
+        assert_eq!(
+            deleted.topics[0].partitions[0].error_code,
+            ResponseError::GroupSubscribedToTopic.code()
+        );
+        // A classic JoinGroup to the consumer group with a member is refused.
+        let classic: JoinGroupResponse = call(
+            &mut s,
+            ApiKey::JoinGroup,
+            9,
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(StrBytes::from_static_str("range")),
+                ]),
+        )
+        .await;
+        assert_eq!(classic.error_code, 23, "INCONSISTENT_GROUP_PROTOCOL");
     }
     for v in range(ApiKey::InitProducerId) {
         let resp: InitProducerIdResponse = call(

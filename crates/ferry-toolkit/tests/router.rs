@@ -1,5 +1,6 @@
 //! The router against the real broker: dispatch, per-partition order and concurrency,
-//! commit-after-success, graceful shutdown, follow-ups.
+//! commit-after-success, graceful shutdown, follow-ups. Order, commit-after-success and
+//! rebalance hand-over run on both group protocols (classic and consumer, KIP-848).
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use ferry_toolkit::kafka::{self, start_router};
+use ferry_toolkit::kafka::{self, GroupProtocol, start_router};
 use ferry_toolkit::ops::metrics::{self, UNKNOWN_TYPE};
 use ferry_toolkit::{
     Envelope, HandlerError, Headers, Message, MessageContext, Publisher, Router, handler_fn, header,
@@ -118,11 +119,23 @@ async fn dispatches_by_type_skips_unknown_types_and_publishes_follow_ups() -> an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_are_processed_concurrently_each_in_order() -> anyhow::Result<()> {
+    check_partitions_processed_concurrently_each_in_order(GroupProtocol::Classic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_processed_concurrently_each_in_order_on_the_consumer_protocol()
+-> anyhow::Result<()> {
+    check_partitions_processed_concurrently_each_in_order(GroupProtocol::Consumer).await
+}
+
+async fn check_partitions_processed_concurrently_each_in_order(
+    protocol: GroupProtocol,
+) -> anyhow::Result<()> {
     let broker = TestBroker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique("ordered");
     create_topic(&bootstrap, &topic, 3).await;
-    let config = kafka(&bootstrap);
+    let config = kafka(&bootstrap).group_protocol(protocol);
     let publisher = Publisher::kafka(&config)?;
     let mut partitions = std::collections::BTreeSet::new();
     for entity in 0..10 {
@@ -202,11 +215,23 @@ async fn partitions_are_processed_concurrently_each_in_order() -> anyhow::Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_committed_only_after_handler_success() -> anyhow::Result<()> {
+    check_offset_committed_only_after_handler_success(GroupProtocol::Classic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_committed_only_after_handler_success_on_the_consumer_protocol() -> anyhow::Result<()>
+{
+    check_offset_committed_only_after_handler_success(GroupProtocol::Consumer).await
+}
+
+async fn check_offset_committed_only_after_handler_success(
+    protocol: GroupProtocol,
+) -> anyhow::Result<()> {
     let broker = TestBroker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique("commit");
     let group = unique("group");
-    let config = kafka(&bootstrap);
+    let config = kafka(&bootstrap).group_protocol(protocol);
     let publisher = Publisher::kafka(&config)?;
     publisher.publish(&topic, greeting("e:a")).await?;
     publisher.publish(&topic, greeting("e:b")).await?;
@@ -486,12 +511,22 @@ async fn each_message_is_handled_in_a_span_with_its_ids_and_trace() -> anyhow::R
 /// to, so nothing is lost or handled twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_hands_partitions_over_without_loss_or_duplicates() -> anyhow::Result<()> {
+    check_rebalance_hands_partitions_over(GroupProtocol::Classic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_hands_partitions_over_without_loss_or_duplicates_on_the_consumer_protocol()
+-> anyhow::Result<()> {
+    check_rebalance_hands_partitions_over(GroupProtocol::Consumer).await
+}
+
+async fn check_rebalance_hands_partitions_over(protocol: GroupProtocol) -> anyhow::Result<()> {
     let broker = TestBroker::start();
     let bootstrap = broker.bootstrap();
     let topic = unique("rebalance");
     let group = unique("group");
     create_topic(&bootstrap, &topic, 4).await;
-    let config = kafka(&bootstrap);
+    let config = kafka(&bootstrap).group_protocol(protocol);
     let publisher = Publisher::kafka(&config)?;
     let calls = Calls::default();
     let mut expected = Vec::new();

@@ -95,6 +95,10 @@ pub struct ConsumeArgs {
     /// Join this consumer group: share the partitions with its other members and commit what was printed.
     #[arg(long)]
     group: Option<String>,
+    /// The group protocol with --group: `classic` (JoinGroup/SyncGroup, client-side assignor) or
+    /// `consumer` (KIP-848: broker-side assignment, incremental rebalances).
+    #[arg(long, value_parser = ["classic", "consumer"], default_value = "classic", requires = "group")]
+    group_protocol: String,
     /// Stop after this many messages.
     #[arg(long, alias = "count")]
     max_messages: Option<u64>,
@@ -217,6 +221,7 @@ fn consume_in_group(args: &ConsumeArgs, group: &str) -> anyhow::Result<()> {
     let mut config = kafka::client_config(brokers);
     config
         .set("group.id", group)
+        .set("group.protocol", &args.group_protocol)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", reset)

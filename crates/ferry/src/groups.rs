@@ -51,12 +51,38 @@ async fn list(brokers: &str) -> anyhow::Result<()> {
         .groups()
         .await
         .with_context(|| format!("cannot list groups at {brokers}"))?;
-    println!("{:<32} {:<22} {:<10} MEMBERS", "GROUP", "STATE", "PROTOCOL");
+    // librdkafka describes groups with DescribeGroups, which knows only classic groups; the
+    // type and a consumer-protocol group's state and members come from ListGroups v5 and
+    // ConsumerGroupDescribe.
+    let types = crate::wire::group_types(brokers).await.unwrap_or_default();
+    println!(
+        "{:<32} {:<22} {:<9} {:<10} MEMBERS",
+        "GROUP", "STATE", "TYPE", "PROTOCOL"
+    );
     for g in groups {
+        let kind = types
+            .iter()
+            .find(|(name, _, _)| *name == g.name)
+            .map(|(_, t, _)| t.as_str())
+            .unwrap_or("classic");
+        if kind == "consumer"
+            && let Some(c) = crate::wire::consumer_group(brokers, &g.name).await?
+        {
+            println!(
+                "{:<32} {:<22} {:<9} {:<10} {}",
+                g.name,
+                c.state,
+                kind,
+                c.assignor,
+                c.members.len()
+            );
+            continue;
+        }
         println!(
-            "{:<32} {:<22} {:<10} {}",
+            "{:<32} {:<22} {:<9} {:<10} {}",
             g.name,
             g.state,
+            kind,
             g.protocol,
             g.members.len()
         );
@@ -64,24 +90,71 @@ async fn list(brokers: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn partitions(list: &[(String, Vec<i32>)]) -> String {
+    list.iter()
+        .map(|(t, p)| format!("{t}{p:?}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A consumer-protocol group's header and members: each member's epoch and assignment, and
+/// its target while it is still moving towards it.
+fn print_consumer_group(group: &str, c: &crate::wire::ConsumerGroup) {
+    println!(
+        "group {group}: protocol consumer (KIP-848), state {}, group epoch {}, assignment epoch {}, assignor {}",
+        c.state, c.epoch, c.assignment_epoch, c.assignor
+    );
+    println!(
+        "\n{:<40} {:>6} {:<22} ASSIGNMENT",
+        "MEMBER", "EPOCH", "HOST"
+    );
+    for m in &c.members {
+        let id = match &m.instance_id {
+            Some(iid) => format!("{} ({iid})", m.id),
+            None => m.id.clone(),
+        };
+        let mut line = format!(
+            "{:<40} {:>6} {:<22} {}",
+            id,
+            m.epoch,
+            m.host,
+            partitions(&m.assignment)
+        );
+        if m.target != m.assignment || m.epoch != c.assignment_epoch {
+            line.push_str(&format!("  -> target {}", partitions(&m.target)));
+        }
+        println!("{line}");
+    }
+}
+
 async fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
     let admin = admin(brokers)?;
-    let groups = admin
-        .groups()
+    if let Some(c) = crate::wire::consumer_group(brokers, group)
         .await
-        .with_context(|| format!("cannot describe {group}"))?;
-    let Some(g) = groups.into_iter().find(|g| g.name == group) else {
-        anyhow::bail!("no group {group}");
-    };
-    println!("group {group}: state {}, protocol {}", g.state, g.protocol);
-    println!("\n{:<48} {:<22} ASSIGNMENT", "MEMBER", "HOST");
-    for m in &g.members {
-        let parts: Vec<String> = m
-            .assignment
-            .iter()
-            .map(|(t, p)| format!("{t}{p:?}"))
-            .collect();
-        println!("{:<48} {:<22} {}", m.id, m.host, parts.join(" "));
+        .context("cannot describe the consumer group")?
+    {
+        print_consumer_group(group, &c);
+    } else {
+        let groups = admin
+            .groups()
+            .await
+            .with_context(|| format!("cannot describe {group}"))?;
+        let Some(g) = groups.into_iter().find(|g| g.name == group) else {
+            anyhow::bail!("no group {group}");
+        };
+        println!(
+            "group {group}: protocol classic, state {}, assignor {}",
+            g.state, g.protocol
+        );
+        println!("\n{:<48} {:<22} ASSIGNMENT", "MEMBER", "HOST");
+        for m in &g.members {
+            let parts: Vec<String> = m
+                .assignment
+                .iter()
+                .map(|(t, p)| format!("{t}{p:?}"))
+                .collect();
+            println!("{:<48} {:<22} {}", m.id, m.host, parts.join(" "));
+        }
     }
     let offsets = admin
         .group_offsets(group)

@@ -45,6 +45,16 @@ pub struct BrokerArgs {
     /// `log.cleaner.backoff.ms`).
     #[arg(long, default_value_t = defaults().cleaner_check_interval.as_millis() as u64)]
     log_cleaner_backoff_ms: u64,
+    /// Session timeout of consumer-protocol (KIP-848) group members, in ms: the broker removes a
+    /// member that has not heartbeated for this long (Kafka's group.consumer.session.timeout.ms).
+    #[arg(long, default_value_t = millis(defaults().consumer_session_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    group_consumer_session_timeout_ms: u64,
+    /// Heartbeat interval the broker gives consumer-protocol members, in ms (Kafka's
+    /// group.consumer.heartbeat.interval.ms); a member learns of a new assignment at its next one.
+    #[arg(long, default_value_t = millis(defaults().consumer_heartbeat_interval),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    group_consumer_heartbeat_interval_ms: u64,
 }
 
 impl BrokerArgs {
@@ -57,6 +67,10 @@ impl BrokerArgs {
             default_partitions: self.default_partitions,
             max_request_bytes: self.max_request_bytes,
             cleaner_check_interval: Duration::from_millis(self.log_cleaner_backoff_ms),
+            consumer_session_timeout: Duration::from_millis(self.group_consumer_session_timeout_ms),
+            consumer_heartbeat_interval: Duration::from_millis(
+                self.group_consumer_heartbeat_interval_ms,
+            ),
             ..defaults()
         })
     }

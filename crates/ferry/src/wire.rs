@@ -236,3 +236,111 @@ pub async fn pending_offsets(
             .collect(),
     ))
 }
+
+/// A consumer-protocol group (KIP-848) as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroup {
+    /// Empty, Assigning, Reconciling or Stable.
+    pub state: String,
+    /// The group epoch: bumped by every membership, subscription or metadata change.
+    pub epoch: i32,
+    /// The epoch of the target assignment.
+    pub assignment_epoch: i32,
+    /// The broker-side assignor.
+    pub assignor: String,
+    /// The members.
+    pub members: Vec<ConsumerGroupMember>,
+}
+
+/// One member of a consumer-protocol group.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupMember {
+    /// Member id.
+    pub id: String,
+    /// Static membership id.
+    pub instance_id: Option<String>,
+    /// Member epoch: equal to the assignment epoch once the member has reconciled.
+    pub epoch: i32,
+    /// Client address.
+    pub host: String,
+    /// What the member owns now, by topic.
+    pub assignment: Vec<(String, Vec<i32>)>,
+    /// What it is moving towards.
+    pub target: Vec<(String, Vec<i32>)>,
+}
+
+/// `group` described with ConsumerGroupDescribe (KIP-848); `None` if the coordinator does not
+/// support it or the group is not a consumer-protocol group (a classic group, or unknown).
+pub async fn consumer_group(brokers: &str, group: &str) -> anyhow::Result<Option<ConsumerGroup>> {
+    use kafka_protocol::messages::consumer_group_describe_response::Assignment;
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
+    let mut bootstrap = bootstrap(brokers).await?;
+    let addr = coordinator(&mut bootstrap, group, 0).await?;
+    let mut c = Connection::open(&addr).await?;
+    let Ok(v) = c.version(ApiKey::ConsumerGroupDescribe, 1) else {
+        return Ok(None);
+    };
+    let req = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_owned()))]);
+    let resp: ConsumerGroupDescribeResponse =
+        c.send(ApiKey::ConsumerGroupDescribe, v, &req).await?;
+    let Some(g) = resp.groups.into_iter().next().filter(|g| g.error_code == 0) else {
+        return Ok(None);
+    };
+    let parts = |a: &Assignment| -> Vec<(String, Vec<i32>)> {
+        let mut v: Vec<(String, Vec<i32>)> = a
+            .topic_partitions
+            .iter()
+            .map(|t| {
+                let mut ps = t.partitions.clone();
+                ps.sort_unstable();
+                (t.topic_name.0.to_string(), ps)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    Ok(Some(ConsumerGroup {
+        state: g.group_state.to_string(),
+        epoch: g.group_epoch,
+        assignment_epoch: g.assignment_epoch,
+        assignor: g.assignor_name.to_string(),
+        members: g
+            .members
+            .iter()
+            .map(|m| ConsumerGroupMember {
+                id: m.member_id.to_string(),
+                instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
+                epoch: m.member_epoch,
+                host: m.client_host.to_string(),
+                assignment: parts(&m.assignment),
+                target: parts(&m.target_assignment),
+            })
+            .collect(),
+    }))
+}
+
+/// Every group's type ("classic" or "consumer") and state, from ListGroups v5 (KIP-848); empty
+/// if the broker's ListGroups is older.
+pub async fn group_types(brokers: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
+    let mut c = bootstrap(brokers).await?;
+    let v = c.version(ApiKey::ListGroups, 5)?;
+    if v < 5 {
+        return Ok(Vec::new());
+    }
+    let resp: ListGroupsResponse = c
+        .send(ApiKey::ListGroups, v, &ListGroupsRequest::default())
+        .await?;
+    Ok(resp
+        .groups
+        .into_iter()
+        .map(|g| {
+            (
+                g.group_id.0.to_string(),
+                g.group_type.to_string(),
+                g.group_state.to_string(),
+            )
+        })
+        .collect())
+}

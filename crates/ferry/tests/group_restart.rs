@@ -1,5 +1,6 @@
 //! Committed offsets survive a SIGKILL of the broker: the group resumes where it committed,
-//! nothing is lost, and nothing is repeated beyond the uncommitted tail.
+//! nothing is lost, and nothing is repeated beyond the uncommitted tail. On both group protocols:
+//! classic and consumer (KIP-848, where commits carry the member epoch, OffsetCommit v9).
 
 mod common;
 
@@ -14,16 +15,20 @@ use rdkafka::{ClientConfig, Message};
 const TOPIC: &str = "resume";
 const MESSAGES: usize = 1000;
 
-fn consumer(addr: &str) -> BaseConsumer {
-    ClientConfig::new()
+fn consumer(addr: &str, protocol: &str) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", addr)
-        .set("group.id", "resumers")
+        .set("group.id", format!("resumers-{protocol}"))
+        .set("group.protocol", protocol)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .unwrap()
+        .set("fetch.wait.max.ms", "100");
+    // The consumer protocol's session timeout is the broker's, not the client's.
+    if protocol == "classic" {
+        config.set("session.timeout.ms", "6000");
+    }
+    config.create().unwrap()
 }
 
 /// Poll until `n` more records arrived (or 30 s), returning (partition, offset) pairs.
@@ -41,6 +46,15 @@ fn take(consumer: &BaseConsumer, n: usize) -> Vec<(i32, i64)> {
 
 #[test]
 fn group_resumes_from_committed_offsets_after_sigkill() {
+    resumes_after_sigkill("classic");
+}
+
+#[test]
+fn consumer_protocol_group_resumes_from_committed_offsets_after_sigkill() {
+    resumes_after_sigkill("consumer");
+}
+
+fn resumes_after_sigkill(protocol: &str) {
     let dir = tempfile::tempdir().unwrap();
     let broker = ChildBroker::start(dir.path(), &["--default-partitions", "3"]);
 
@@ -64,7 +78,7 @@ fn group_resumes_from_committed_offsets_after_sigkill() {
     drop(producer);
 
     // Consume 600, commit exactly those, then read 50 more without committing.
-    let c = consumer(&broker.addr);
+    let c = consumer(&broker.addr, protocol);
     c.subscribe(&[TOPIC]).unwrap();
     let first = take(&c, 600);
     assert_eq!(first.len(), 600);
@@ -82,11 +96,17 @@ fn group_resumes_from_committed_offsets_after_sigkill() {
         .expect("commit acknowledged");
     let tail = take(&c, 50);
     assert_eq!(tail.len(), 50);
+    if protocol == "consumer" {
+        assert!(
+            broker.logged("member joined"),
+            "the member joined through ConsumerGroupHeartbeat"
+        );
+    }
     drop(c);
 
     broker.kill();
     let broker = ChildBroker::start(dir.path(), &["--default-partitions", "3"]);
-    let c = consumer(&broker.addr);
+    let c = consumer(&broker.addr, protocol);
     c.subscribe(&[TOPIC]).unwrap();
     let rest = take(&c, MESSAGES - 600);
 

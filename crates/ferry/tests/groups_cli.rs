@@ -86,3 +86,86 @@ fn consume_with_a_group_resumes_and_groups_show_the_lag() {
         "{listed}"
     );
 }
+
+/// `--group-protocol consumer` (KIP-848): the group resumes the same way, and `groups describe`
+/// shows the protocol and each member's epoch and assignment; `groups list` its type.
+#[test]
+fn consumer_protocol_group_resumes_and_describe_shows_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::start(dir.path(), &[]);
+    let b = broker.addr.as_str();
+    let lines: String = (1..=10).map(|i| format!("m{i}\n")).collect();
+    ferry(&["produce", "kt", "--brokers", b], Some(&lines));
+    let consume = |count: &str, extra: &[&str]| {
+        let mut args = vec![
+            "consume",
+            "kt",
+            "--group",
+            "kreaders",
+            "--group-protocol",
+            "consumer",
+            "--count",
+            count,
+            "--brokers",
+            b,
+        ];
+        args.extend_from_slice(extra);
+        ferry(&args, None)
+    };
+    assert_eq!(consume("4", &["--from-beginning"]), "m1\nm2\nm3\nm4\n");
+    assert_eq!(consume("6", &[]), "m5\nm6\nm7\nm8\nm9\nm10\n");
+
+    // A live member, to describe.
+    let mut member = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "consume",
+            "kt",
+            "--group",
+            "kreaders",
+            "--group-protocol",
+            "consumer",
+            "--brokers",
+            b,
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let described = loop {
+        let d = ferry(&["groups", "describe", "kreaders", "--brokers", b], None);
+        if d.contains("state Stable") || std::time::Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    member.kill().unwrap();
+    member.wait().unwrap();
+    assert!(
+        described.contains("protocol consumer (KIP-848), state Stable"),
+        "{described}"
+    );
+    let row = described
+        .lines()
+        .find(|l| l.contains("kt[0]"))
+        .expect("a member row with its assignment");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(
+        cols[1].parse::<i32>().unwrap() >= 1,
+        "the member's epoch: {row}"
+    );
+    let offsets = described
+        .lines()
+        .find(|l| l.starts_with("kt "))
+        .expect("a row for kt");
+    assert_eq!(
+        offsets.split_whitespace().collect::<Vec<_>>(),
+        ["kt", "0", "10", "10", "0"]
+    );
+    let listed = ferry(&["groups", "list", "--brokers", b], None);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("kreaders ") && l.contains(" consumer ")),
+        "{listed}"
+    );
+}

@@ -39,8 +39,23 @@ pub enum GroupError {
     InvalidGroupId,
     /// DeleteGroups on a group that has members.
     NonEmptyGroup,
-    /// DeleteGroups on a group that does not exist.
+    /// DeleteGroups on a group that does not exist; a consumer-protocol heartbeat to a classic
+    /// group with members.
     GroupIdNotFound,
+    /// A malformed consumer-protocol heartbeat.
+    InvalidRequest,
+    /// A `server_assignor` the broker does not have.
+    UnsupportedAssignor,
+    /// A `subscribed_topic_regex` that does not compile.
+    InvalidRegularExpression,
+    /// A static member joins while another member with its instance id is still active.
+    UnreleasedInstanceId,
+    /// The member's epoch is not one the coordinator accepts: abandon partitions and rejoin.
+    FencedMemberEpoch,
+    /// An offset commit or fetch with an out-of-date member epoch.
+    StaleMemberEpoch,
+    /// A consumer-protocol member committing with OffsetCommit below v9.
+    UnsupportedVersion,
 }
 
 /// Group states, named as Kafka names them in DescribeGroups and ListGroups.
@@ -609,6 +624,22 @@ impl Coordinator {
             .lock()
             .entry(group_id.to_owned())
             .or_insert_with(|| Group::new(0, None));
+    }
+
+    /// Whether `group_id` is a known classic group, and whether it has members.
+    pub fn kind(&self, group_id: &str) -> Option<bool> {
+        self.groups
+            .lock()
+            .get(group_id)
+            .map(|g| !g.members.is_empty())
+    }
+
+    /// Drop `group_id` if it has no members (an empty classic group converts to a consumer one).
+    pub fn remove_empty(&self, group_id: &str) {
+        let mut groups = self.groups.lock();
+        if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group_id);
+        }
     }
 
     /// DescribeGroups for one group; `None` if unknown.

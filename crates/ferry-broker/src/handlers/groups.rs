@@ -36,6 +36,13 @@ pub fn group_error(e: GroupError) -> ResponseError {
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::InvalidRequest => ResponseError::InvalidRequest,
+        GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
+        GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnsupportedVersion => ResponseError::UnsupportedVersion,
     }
 }
 
@@ -44,8 +51,9 @@ fn code(r: Result<(), GroupError>) -> i16 {
 }
 
 const KEY_TYPE_GROUP: i8 = 0;
-/// The type of every group this coordinator keeps (ListGroups v5, KIP-848).
+/// The group types of ListGroups v5 (KIP-848).
 const CLASSIC: &str = "classic";
+const CONSUMER: &str = "consumer";
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn find_coordinator(
@@ -112,7 +120,7 @@ pub fn join(
             .map(|p| (p.name.to_string(), p.metadata))
             .collect(),
     };
-    let (rx, done) = shared.groups.coordinator.join(join, Instant::now());
+    let (rx, done) = shared.groups.join(join, Instant::now());
     shared.groups.persist_generations(done);
     Box::pin(async move {
         let outcome = rx.await.ok()?;
@@ -231,6 +239,20 @@ pub fn describe(
         .into_iter()
         .map(
             |id| match shared.groups.coordinator.describe(id.0.as_str()) {
+                // As Kafka: a consumer-protocol group is not described here (clients fall back
+                // to ConsumerGroupDescribe); Dead, and from v6 on GROUP_ID_NOT_FOUND.
+                _ if shared.groups.consumer.lock().kind(id.0.as_str()).is_some() => {
+                    let message = format!("Group {} is not a classic group.", id.0);
+                    let g = DescribedGroup::default()
+                        .with_group_id(id)
+                        .with_group_state(StrBytes::from_static_str("Dead"));
+                    if version >= 6 {
+                        g.with_error_code(ResponseError::GroupIdNotFound.code())
+                            .with_error_message(Some(str_bytes(message)))
+                    } else {
+                        g
+                    }
+                }
                 // Kafka describes an unknown group as Dead, without an error, up to v5; from v6
                 // on (KIP-1043) it answers GROUP_ID_NOT_FOUND with a message.
                 None if version >= 6 => {
@@ -274,35 +296,49 @@ pub fn describe(
 }
 
 pub fn list(shared: &Arc<Shared>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
-    let groups = shared
+    let consumer_groups = shared.groups.consumer.lock().list();
+    let consumer_ids: std::collections::HashSet<String> =
+        consumer_groups.iter().map(|(c, _)| c.clone()).collect();
+    let mut all: Vec<(String, String, &'static str, &'static str)> = shared
         .groups
         .coordinator
         .list()
         .into_iter()
-        .filter(|(_, _, state)| {
+        .filter(|(id, _, _)| !consumer_ids.contains(id))
+        .map(|(id, protocol_type, state)| (id, protocol_type, state.name(), CLASSIC))
+        .chain(
+            consumer_groups
+                .into_iter()
+                .map(|(id, state)| (id, CONSUMER.to_owned(), state, CONSUMER)),
+        )
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let groups = all
+        .into_iter()
+        .filter(|(_, _, state, _)| {
             // Kafka compares states and types case-insensitively.
             req.states_filter.is_empty()
                 || req
                     .states_filter
                     .iter()
-                    .any(|s| s.as_str().eq_ignore_ascii_case(state.name()))
+                    .any(|s| s.as_str().eq_ignore_ascii_case(state))
         })
-        .filter(|_| {
+        .filter(|(_, _, _, group_type)| {
             req.types_filter.is_empty()
                 || req
                     .types_filter
                     .iter()
-                    .any(|t| t.as_str().eq_ignore_ascii_case(CLASSIC))
+                    .any(|t| t.as_str().eq_ignore_ascii_case(group_type))
         })
-        .map(|(id, protocol_type, state)| {
+        .map(|(id, protocol_type, state, group_type)| {
             let mut g = ListedGroup::default()
                 .with_group_id(super::group_id(&id))
                 .with_protocol_type(str_bytes(protocol_type));
             if version >= 4 {
-                g.group_state = str_bytes(state.name());
+                g.group_state = str_bytes(state);
             }
             if version >= 5 {
-                g.group_type = StrBytes::from_static_str(CLASSIC);
+                g.group_type = StrBytes::from_static_str(group_type);
             }
             g
         })
@@ -315,7 +351,8 @@ pub fn delete(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Reply {
     Box::pin(async move {
         let mut results = Vec::with_capacity(req.groups_names.len());
         for id in req.groups_names {
-            let r = shared.groups.coordinator.delete(id.0.as_str());
+            let consumer = shared.groups.consumer.lock().delete(id.0.as_str());
+            let r = consumer.unwrap_or_else(|| shared.groups.coordinator.delete(id.0.as_str()));
             let r = match r {
                 Ok(()) => {
                     let store = shared.groups.store.clone();

@@ -8,6 +8,7 @@ mod api_versions;
 mod cluster;
 mod compacted;
 mod configs;
+mod consumer_group;
 mod fetch;
 mod groups;
 pub(crate) mod legacy;
@@ -92,6 +93,10 @@ pub fn handle(shared: &Arc<Shared>, request: Request, peer: SocketAddr) -> Reply
         RequestKind::DescribeTransactions(r) => now(txn_admin::describe(shared, r)),
         RequestKind::ListTransactions(r) => now(txn_admin::list(shared, r)),
         RequestKind::DescribeProducers(r) => now(txn_admin::describe_producers(shared, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            now(consumer_group::heartbeat(shared, r, client_id, peer))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => now(consumer_group::describe(shared, r, version)),
         other => {
             // versions::SUPPORTED and this match must list the same APIs; a unit test checks it.
             tracing::error!(api = ?request.api, "supported API without a handler: {other:?}");
@@ -202,6 +207,8 @@ mod tests {
             ApiKey::DescribeTransactions,
             ApiKey::ListTransactions,
             ApiKey::DescribeProducers,
+            ApiKey::ConsumerGroupHeartbeat,
+            ApiKey::ConsumerGroupDescribe,
         ];
         for s in SUPPORTED {
             assert!(

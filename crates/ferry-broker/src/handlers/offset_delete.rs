@@ -29,14 +29,26 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Reply {
     let group = req.group_id.0.to_string();
     let fail =
         |e: ResponseError| super::now(OffsetDeleteResponse::default().with_error_code(e.code()));
-    let Some(description) = shared.groups.coordinator.describe(&group) else {
-        return fail(ResponseError::GroupIdNotFound);
+    // A consumer-protocol group (KIP-848): its members' subscribed topics, and the topics of its
+    // target assignment (which include what their regexes match).
+    let consumer_group = shared.groups.consumer.lock().describe(&group);
+    let (consumer, subscribed) = if let Some(d) = consumer_group {
+        let mut topics: HashSet<String> = HashSet::new();
+        for m in d.members {
+            topics.extend(m.topic_names);
+            topics.extend(m.target.into_iter().map(|(t, _)| t));
+        }
+        (true, Some(topics))
+    } else {
+        let Some(description) = shared.groups.coordinator.describe(&group) else {
+            return fail(ResponseError::GroupIdNotFound);
+        };
+        let consumer = description.protocol_type == "consumer";
+        if description.state != State::Empty && !consumer {
+            return fail(ResponseError::NonEmptyGroup);
+        }
+        (consumer, subscribed_topics(&description))
     };
-    let consumer = description.protocol_type == "consumer";
-    if description.state != State::Empty && !consumer {
-        return fail(ResponseError::NonEmptyGroup);
-    }
-    let subscribed = subscribed_topics(&description);
     let is_subscribed = |topic: &str| match &subscribed {
         Some(topics) => topics.contains(topic),
         None => consumer,

@@ -51,12 +51,24 @@ pub(super) fn queue_commit(
     }
 }
 
-pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> Reply {
+pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i16) -> Reply {
     let group = req.group_id.0.to_string();
-    let check = shared.groups.coordinator.check_commit(
+    let partitions: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    // v9 (KIP-848) carries a member epoch for consumer groups, a generation for classic ones.
+    let check = shared.groups.check_commit(
         &group,
         req.generation_id_or_member_epoch,
         req.member_id.as_str(),
+        &partitions,
+        version >= 9,
     );
     let mut to_store = Vec::new();
     let mut topics = Vec::with_capacity(req.topics.len());
@@ -98,7 +110,7 @@ pub fn commit(shared: &Arc<Shared>, req: OffsetCommitRequest, _version: i16) -> 
     if to_store.is_empty() {
         return Box::pin(async move { Some(response.into()) });
     }
-    shared.groups.coordinator.touch(&group);
+    shared.groups.touch(&group);
     let store = shared.groups.store.clone();
     Box::pin(async move {
         let result = tokio::task::spawn_blocking(move || store.commit(&group, to_store)).await;
@@ -168,6 +180,17 @@ pub fn fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Off
                         .collect()
                 });
                 let group = g.group_id.0.as_str();
+                // v9 (KIP-848): a consumer-group member fetches with its member epoch.
+                let check = shared.groups.consumer.lock().check_fetch(
+                    group,
+                    g.member_id.as_ref().map(|m| m.as_str()),
+                    g.member_epoch,
+                );
+                if let Some(Err(e)) = check {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(group_error(e).code());
+                }
                 let topics = lookup(shared, group, wanted)
                     .into_iter()
                     .map(|(topic, parts)| {

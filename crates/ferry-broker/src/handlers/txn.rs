@@ -235,10 +235,22 @@ pub fn offset_commit(shared: &Arc<Shared>, req: TxnOffsetCommitRequest, version:
     // commits unchecked, as in Kafka.
     let eos_member = version >= 3 && (req.generation_id >= 0 || !req.member_id.is_empty());
     let group_check = if eos_member {
-        shared
-            .groups
-            .coordinator
-            .check_commit(&group, req.generation_id, req.member_id.as_str())
+        let partitions: Vec<(String, i32)> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.partition_index))
+            })
+            .collect();
+        shared.groups.check_commit(
+            &group,
+            req.generation_id,
+            req.member_id.as_str(),
+            &partitions,
+            true,
+        )
     } else {
         Ok(())
     };
@@ -286,7 +298,7 @@ pub fn offset_commit(shared: &Arc<Shared>, req: TxnOffsetCommitRequest, version:
     if to_store.is_empty() {
         return Box::pin(async move { Some(response.into()) });
     }
-    shared.groups.coordinator.touch(&group);
+    shared.groups.touch(&group);
     let store = shared.groups.store.clone();
     let producer_id = req.producer_id.0;
     Box::pin(async move {

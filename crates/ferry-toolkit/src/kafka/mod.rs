@@ -75,7 +75,54 @@ pub struct KafkaConfig {
     pub connect_backoff: RetryPolicy,
     /// How often a running router checks that the broker is reachable, for `/ready`.
     pub probe_interval: Duration,
+    /// The consumer group protocol of routers, taps and re-drives.
+    pub group_protocol: GroupProtocol,
 }
+
+/// The consumer group protocol a consumer speaks (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup with a client-side assignor: every rebalance pauses the whole group.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka 4.x, Ferry's broker, librdkafka 2.12+): the broker assigns and moves only
+    /// the partitions that must move; the members that keep theirs never pause. Session timeout
+    /// and assignor are the broker's (`group.remote.assignor` picks `uniform` or `range`).
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// librdkafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!(
+                "unknown group protocol {other:?} (classic or consumer)"
+            )),
+        }
+    }
+}
+
+/// Classic-protocol consumer properties that the consumer protocol moves to the broker;
+/// librdkafka refuses or warns about them with `group.protocol=consumer`.
+const CLASSIC_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
 
 impl KafkaConfig {
     /// Defaults for `bootstrap_servers`: start-up retries forever, from 200 ms doubling to 10 s.
@@ -94,7 +141,14 @@ impl KafkaConfig {
                 attempt_timeout: Some(Duration::from_secs(5)),
             },
             probe_interval: Duration::from_secs(5),
+            group_protocol: GroupProtocol::default(),
         }
+    }
+
+    /// Sets the consumer group protocol (classic by default).
+    pub fn group_protocol(mut self, protocol: GroupProtocol) -> KafkaConfig {
+        self.group_protocol = protocol;
+        self
     }
 
     /// Sets a librdkafka property on every client.
@@ -127,8 +181,17 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "true");
         for (k, v) in self.client.iter().chain(&self.consumer) {
+            if self.group_protocol == GroupProtocol::Consumer && CLASSIC_ONLY.contains(&k.as_str())
+            {
+                tracing::debug!(
+                    property = %k,
+                    "not used with the consumer group protocol (the broker decides); skipped"
+                );
+                continue;
+            }
             config.set(k, v);
         }
+        config.set("group.protocol", self.group_protocol.name());
         // Commit-after-success is the router's contract; auto-commit would break it.
         config
             .set("enable.auto.commit", "false")

@@ -63,6 +63,10 @@ impl TestBroker {
         let config = BrokerConfig {
             listen: addr,
             data_dir: data.clone(),
+            // The consumer protocol's timeouts are the broker's: as short as the classic ones
+            // `kafka()` sets on the clients.
+            consumer_session_timeout: Duration::from_secs(6),
+            consumer_heartbeat_interval: Duration::from_millis(500),
             ..BrokerConfig::default()
         };
         let thread = std::thread::spawn(move || {

@@ -62,6 +62,12 @@ pub struct GroupBenchArgs {
     /// Members of the consuming group.
     #[arg(long, default_value_t = 3)]
     members: usize,
+    /// Group protocol(s) of the join measurement: classic, consumer (KIP-848), or both side by side.
+    #[arg(long, value_parser = ["classic", "consumer", "both"], default_value = "both")]
+    protocol: String,
+    /// Joins measured per protocol; the table shows the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 #[derive(Debug, Args)]
@@ -320,19 +326,52 @@ async fn bench_group(args: GroupBenchArgs) -> anyhow::Result<()> {
         target,
         load,
         members,
+        protocol,
+        rounds,
     } = args;
+    let protocols: Vec<&'static str> = match protocol.as_str() {
+        "classic" => vec!["classic"],
+        "consumer" => vec!["consumer"],
+        _ => vec!["classic", "consumer"],
+    };
     let broker = RunningBroker::start(&target).await?;
     println!(
         "ferry bench group: {load}, {members} members; broker: {}",
         broker.describe()
     );
-    let rebalance_topic = create_bench_topic(&broker.brokers, 6).await?;
+    let mut join_topics = Vec::new();
+    for _ in &protocols {
+        join_topics.push(create_bench_topic(&broker.brokers, 6).await?);
+    }
     let topic = create_bench_topic(&broker.brokers, load.partitions).await?;
     let result = {
         let brokers = broker.brokers.clone();
         blocking(move || {
-            let rebalance = group::rebalance(&brokers, &rebalance_topic)?;
-            println!("rebalance: {:.0} ms from a third member joining a 2-member group (6 partitions) until all 3 consume again", rebalance.as_secs_f64() * 1000.0);
+            println!(
+                "a third member joins a 2-member group (6 partitions, 1 message/ms), median of {rounds}:"
+            );
+            println!(
+                "{:<10} {:>22} {:>22} {:>22}",
+                "protocol", "join -> consumes (ms)", "others' pause (ms)", "all consume (ms)"
+            );
+            for (protocol, join_topic) in protocols.iter().zip(&join_topics) {
+                let mut runs = Vec::new();
+                for _ in 0..rounds {
+                    runs.push(group::join(&brokers, join_topic, protocol)?);
+                }
+                let median = |f: fn(&group::JoinFigures) -> Duration| {
+                    let mut v: Vec<Duration> = runs.iter().map(f).collect();
+                    v.sort();
+                    v[v.len() / 2].as_millis()
+                };
+                println!(
+                    "{:<10} {:>22} {:>22} {:>22}",
+                    protocol,
+                    median(|f| f.join_to_consume),
+                    median(|f| f.others_pause),
+                    median(|f| f.all_consume)
+                );
+            }
             let produced = produce::produce(&brokers, &topic, &load, None)?;
             if let Some(error) = produced.first_error {
                 bail!("{} message(s) failed: {error}", produced.failed);
@@ -408,6 +447,9 @@ async fn start_embedded_broker(dir: &Path) -> anyhow::Result<BrokerHandle> {
     let config = BrokerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         data_dir: dir.join("broker"),
+        // `bench group` compares the protocols: consumer-protocol members heartbeat as often as
+        // its classic members (heartbeat.interval.ms 250) instead of Kafka's default 5 s.
+        consumer_heartbeat_interval: Duration::from_millis(250),
         ..BrokerConfig::default()
     };
     ferry_broker::start(config)
