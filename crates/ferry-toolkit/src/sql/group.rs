@@ -276,6 +276,7 @@ impl State {
         match self.conn().execute("COMMIT").await {
             Ok(_) => {
                 self.in_transaction = false;
+                crate::ops::metrics::group_commit(self.members.len());
                 for member in self.members.drain(..) {
                     let _ = member.send(Ok(()));
                 }
