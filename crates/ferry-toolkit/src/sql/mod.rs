@@ -8,10 +8,12 @@
 //!   (auto-increment keys, `BYTEA` vs `BLOB`, the current time) the toolkit picks per backend.
 //! - SQLite files are opened in WAL mode (readers never block the writer) with
 //!   `synchronous=FULL` (a commit is on disk when it returns: an accepted change survives a
-//!   crash or a power cut), a 30 s busy timeout and foreign keys on. [`Database::begin`] starts
-//!   SQLite transactions with `BEGIN IMMEDIATE`, which takes the write lock up front: a
-//!   deferred transaction that reads and then writes can fail at once with `SQLITE_BUSY` when
-//!   another connection wrote in between, and the busy timeout does not help there.
+//!   crash or a power cut), a 30 s busy timeout and foreign keys on. [`Database::begin`] runs
+//!   SQLite commands with group commit (`group.rs`): each in its own savepoint of a transaction
+//!   the concurrent commands share, opened with `BEGIN IMMEDIATE` (which takes the write lock up
+//!   front: a deferred transaction that reads and then writes can fail at once with
+//!   `SQLITE_BUSY` when another connection wrote in between, and the busy timeout does not help
+//!   there), so one fsync commits many commands, and none is answered before it is durable.
 //! - [`Database::migrate`] applies the toolkit's own tables ([`outbox`], [`inbox`], relay
 //!   leases) and then the service's migrations, each once (see `migrate.rs`).
 //! - [`outbox`]: stage messages in the same transaction as the state change; a
