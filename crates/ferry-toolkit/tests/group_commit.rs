@@ -66,7 +66,10 @@ enum Answer {
 /// One command: its account and event, and for every 7th the duplicate that fails it.
 async fn command(db: &Database, i: usize) -> Answer {
     let result: Result<(), sqlx::Error> = async {
-        let mut tx = db.begin().await.map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let mut tx = db
+            .begin()
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         let id = format!("account-{i}");
         sqlx::query("INSERT INTO accounts (id, command) VALUES ($1, $2)")
             .bind(&id)
@@ -238,7 +241,10 @@ async fn every_answer_is_its_own_and_every_success_survives_sigkill(
         .filter(|(_, a)| **a == Answer::Ok)
         .map(|(i, _)| *i)
         .collect();
-    assert_eq!(accounts, succeeded, "every 2xx is durable, no failure left a row");
+    assert_eq!(
+        accounts, succeeded,
+        "every 2xx is durable, no failure left a row"
+    );
     let mut staged: Vec<String> = sqlx::query("SELECT msg_key FROM ferry_outbox")
         .fetch_all(db.pool())
         .await?
@@ -248,7 +254,10 @@ async fn every_answer_is_its_own_and_every_success_survives_sigkill(
     staged.sort_unstable();
     let mut expected: Vec<String> = succeeded.iter().map(|i| format!("account-{i}")).collect();
     expected.sort_unstable();
-    assert_eq!(staged, expected, "one staged event per success, none for a failure");
+    assert_eq!(
+        staged, expected,
+        "one staged event per success, none for a failure"
+    );
     let taken: i64 = sqlx::query("SELECT command FROM accounts WHERE id = 'taken'")
         .fetch_one(db.pool())
         .await?

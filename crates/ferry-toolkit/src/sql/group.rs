@@ -200,8 +200,8 @@ impl Turn {
         if !state.in_transaction && !state.savepoint_open {
             return;
         }
-        let due = self.writer.waiting.load(Ordering::SeqCst) == 0
-            || state.members.len() >= MAX_BATCH;
+        let due =
+            self.writer.waiting.load(Ordering::SeqCst) == 0 || state.members.len() >= MAX_BATCH;
         if due && !state.savepoint_open {
             tokio::spawn(async move {
                 state.flush().await;
@@ -289,7 +289,11 @@ impl State {
     /// and every waiting member gets `why`. If even that fails, the connection is closed
     /// (which rolls back) and the next turn opens a new one.
     async fn abort(&mut self, why: &str) {
-        tracing::error!(error = why, members = self.members.len(), "group commit batch rolled back");
+        tracing::error!(
+            error = why,
+            members = self.members.len(),
+            "group commit batch rolled back"
+        );
         self.savepoint_open = false;
         if self.in_transaction {
             self.in_transaction = false;

@@ -48,11 +48,7 @@ use crate::handler::HandlerError;
 ///
 /// This is the borrowing-friendly form of [`process_once`]: the transaction is an ordinary
 /// value, so the handler's code may borrow anything.
-pub async fn claim(
-    db: &Database,
-    group: &str,
-    message_id: Uuid,
-) -> Result<Option<super::Tx>> {
+pub async fn claim(db: &Database, group: &str, message_id: Uuid) -> Result<Option<super::Tx>> {
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO ferry_inbox (consumer_group, message_id, processed_at) VALUES ($1, $2, $3)
