@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
@@ -34,6 +35,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 /// the time the first command of a batch waits for the commit (each command's turn is tens of
 /// microseconds on SQLite, so 64 keep it to a few milliseconds beyond the fsync).
 pub(crate) const MAX_BATCH: usize = 64;
+
+/// How long a batch of only lazy members ([`Turn::commit_lazily`]) waits for a command to
+/// commit it before it is committed on its own.
+const LAZY_DELAY: Duration = Duration::from_millis(2);
 
 /// What a batch member learns: durable, or why not.
 type Outcome = Result<(), Arc<str>>;
@@ -58,6 +63,9 @@ struct State {
     savepoint_open: bool,
     /// Commands whose savepoints were released into the open batch, waiting for its commit.
     members: Vec<oneshot::Sender<Outcome>>,
+    /// How many of `members` want their batch committed as soon as the writer is free (the
+    /// others, [`Turn::commit_lazily`], ride along with the next commit).
+    eager: usize,
     /// A flusher task is queued on the writer already.
     flush_queued: bool,
     closed: bool,
@@ -156,7 +164,19 @@ impl Turn {
     }
 
     /// Releases the savepoint into the batch and waits until the batch is durable.
-    pub(crate) async fn commit(mut self) -> sqlx::Result<()> {
+    pub(crate) async fn commit(self) -> sqlx::Result<()> {
+        self.commit_as(true).await
+    }
+
+    /// Like [`Turn::commit`], but this write alone does not make the batch commit: it waits
+    /// (at most [`LAZY_DELAY`]) for a command's commit to carry it. For bookkeeping whose
+    /// durability nobody is waiting on at once (the relay marking rows sent), so it does not
+    /// cost an fsync of its own between two commands.
+    pub(crate) async fn commit_lazily(self) -> sqlx::Result<()> {
+        self.commit_as(false).await
+    }
+
+    async fn commit_as(mut self, eager: bool) -> sqlx::Result<()> {
         let state = self.state_mut();
         if let Err(e) = state.conn().execute("RELEASE ferry_command").await {
             state.cleanup().await;
@@ -166,6 +186,7 @@ impl Turn {
         state.savepoint_open = false;
         let (done, durable) = oneshot::channel();
         state.members.push(done);
+        state.eager += usize::from(eager);
         self.finish();
         match durable.await {
             Ok(Ok(())) => Ok(()),
@@ -200,14 +221,18 @@ impl Turn {
         if !state.in_transaction && !state.savepoint_open {
             return;
         }
-        let due =
-            self.writer.waiting.load(Ordering::SeqCst) == 0 || state.members.len() >= MAX_BATCH;
+        let free = self.writer.waiting.load(Ordering::SeqCst) == 0;
+        let due = state.members.len() >= MAX_BATCH
+            || (free && (state.eager > 0 || state.members.is_empty()));
         if due && !state.savepoint_open {
             tokio::spawn(async move {
                 state.flush().await;
             });
+        } else if free && !state.savepoint_open {
+            // Only lazy members: the next command's commit carries them, or the delay ends.
+            queue_flusher(&self.writer, &mut state, LAZY_DELAY);
         } else {
-            queue_flusher(&self.writer, &mut state);
+            queue_flusher(&self.writer, &mut state, Duration::ZERO);
         }
     }
 }
@@ -218,14 +243,14 @@ impl Drop for Turn {
         if let Some(mut state) = self.state.take()
             && (state.savepoint_open || state.in_transaction)
         {
-            queue_flusher(&self.writer, &mut state);
+            queue_flusher(&self.writer, &mut state, Duration::ZERO);
         }
     }
 }
 
 /// Queues a task that takes the writer after everyone already waiting, cleans up and commits
 /// what is open; without it, a batch whose last turn was abandoned would never commit.
-fn queue_flusher(writer: &Arc<GroupWriter>, state: &mut State) {
+fn queue_flusher(writer: &Arc<GroupWriter>, state: &mut State, after: Duration) {
     if state.flush_queued {
         return;
     }
@@ -236,6 +261,9 @@ fn queue_flusher(writer: &Arc<GroupWriter>, state: &mut State) {
     state.flush_queued = true;
     let writer = writer.clone();
     runtime.spawn(async move {
+        if !after.is_zero() {
+            tokio::time::sleep(after).await;
+        }
         let mut state = writer.state.clone().lock_owned().await;
         state.flush_queued = false;
         state.cleanup().await;
@@ -277,6 +305,7 @@ impl State {
             Ok(_) => {
                 self.in_transaction = false;
                 crate::ops::metrics::group_commit(self.members.len());
+                self.eager = 0;
                 for member in self.members.drain(..) {
                     let _ = member.send(Ok(()));
                 }
@@ -304,6 +333,7 @@ impl State {
                 let _ = conn.close().await;
             }
         }
+        self.eager = 0;
         let why: Arc<str> = why.into();
         for member in self.members.drain(..) {
             let _ = member.send(Err(why.clone()));

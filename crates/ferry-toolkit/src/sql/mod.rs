@@ -245,13 +245,31 @@ impl Database {
         &self,
         query: WriteQuery<'q>,
     ) -> sqlx::Result<AnyQueryResult> {
+        self.write(query, true).await
+    }
+
+    /// Like [`Database::execute_write`], but on SQLite the write does not make its batch
+    /// commit by itself: it returns, durable, with the next command's commit (or after 2 ms).
+    /// For bookkeeping between commands, such as the relay marking rows sent.
+    pub(crate) async fn execute_write_lazily<'q>(
+        &self,
+        query: WriteQuery<'q>,
+    ) -> sqlx::Result<AnyQueryResult> {
+        self.write(query, false).await
+    }
+
+    async fn write<'q>(&self, query: WriteQuery<'q>, eager: bool) -> sqlx::Result<AnyQueryResult> {
         let Some(group) = &self.group else {
             return query.execute(&self.pool).await;
         };
         let mut turn = group.begin().await?;
         match query.execute(turn.connection_mut()).await {
             Ok(result) => {
-                turn.commit().await?;
+                if eager {
+                    turn.commit().await?;
+                } else {
+                    turn.commit_lazily().await?;
+                }
                 Ok(result)
             }
             Err(e) => {

@@ -532,7 +532,9 @@ async fn mark_sent(db: &Database, ids: &[i64], delete: bool) {
         for id in chunk {
             query = query.bind(*id);
         }
-        if let Err(e) = query.execute_write(db).await {
+        // Lazily: the mark rides on the next command's commit instead of costing an fsync
+        // of its own between two commands (a lost mark only means a row published again).
+        if let Err(e) = db.execute_write_lazily(query).await {
             tracing::error!(error = %e, rows = chunk.len(), "cannot mark outbox rows sent; they will be published again");
         }
     }
