@@ -84,7 +84,7 @@ async fn command(db: &Database, i: usize) -> Answer {
         )
         .await
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        if i % FAILING_EVERY == 0 {
+        if i.is_multiple_of(FAILING_EVERY) {
             sqlx::query("INSERT INTO accounts (id, command) VALUES ('taken', $1)")
                 .bind(i as i64)
                 .execute(&mut *tx)
@@ -218,7 +218,7 @@ async fn every_answer_is_its_own_and_every_success_survives_sigkill(
 
     // Each command got its own answer: exactly the 7th ones failed, with their own error.
     for (&i, answer) in &answers {
-        let expected = if i % FAILING_EVERY == 0 {
+        let expected = if i.is_multiple_of(FAILING_EVERY) {
             Answer::UniqueViolation
         } else {
             Answer::Ok
