@@ -109,7 +109,7 @@ async fn code_taken(
 /// Store the course's state and stage its message, then commit and wake the relay.
 async fn save(
     state: &AppState,
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    mut tx: ferry_toolkit::sql::Tx,
     course: &Course,
     method: Method,
 ) -> Result<(), ApiError> {

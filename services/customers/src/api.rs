@@ -83,7 +83,7 @@ fn valid_limit(limit: Option<Money>) -> Result<Money, ApiError> {
 /// Stages `event` with a fresh envelope, commits, and wakes the relay.
 async fn commit_with<M: Message>(
     state: &AppState,
-    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    mut tx: ferry_toolkit::sql::Tx,
     event: &M,
 ) -> Result<(), ApiError> {
     outbox::enqueue(&mut tx, TOPIC, event, &Envelope::new::<M>())

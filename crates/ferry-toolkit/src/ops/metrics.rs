@@ -58,6 +58,11 @@ pub const OUTBOX_PARKED: &str = "ferry_outbox_parked_total";
 /// Staging-to-publish delay of outbox rows.
 pub const OUTBOX_DELAY: &str = "ferry_outbox_delay_seconds";
 
+/// SQLite group commits (each one `COMMIT`, one fsync).
+pub const GROUP_COMMITS: &str = "ferry_sql_group_commits_total";
+/// Commands made durable by SQLite group commits (divided by [`GROUP_COMMITS`]: the mean batch).
+pub const GROUP_COMMITTED: &str = "ferry_sql_group_committed_commands_total";
+
 /// Histogram buckets for handler durations, in seconds: 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -146,6 +151,11 @@ pub(crate) fn reply_dropped(topic: &str, reason: &'static str) {
 pub(crate) fn outbox_published(delay: Duration) {
     counter!(OUTBOX_PUBLISHED).increment(1);
     histogram!(OUTBOX_DELAY).record(delay.as_secs_f64());
+}
+
+pub(crate) fn group_commit(commands: usize) {
+    counter!(GROUP_COMMITS).increment(1);
+    counter!(GROUP_COMMITTED).increment(commands as u64);
 }
 
 pub(crate) fn outbox_failed() {

@@ -31,6 +31,7 @@
 //! older than the horizon can still arrive: choose a horizon longer than the broker's retention
 //! and than the age of any dead letter you may re-drive.
 
+use crate::sql::ExecuteWrite;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -47,11 +48,7 @@ use crate::handler::HandlerError;
 ///
 /// This is the borrowing-friendly form of [`process_once`]: the transaction is an ordinary
 /// value, so the handler's code may borrow anything.
-pub async fn claim(
-    db: &Database,
-    group: &str,
-    message_id: Uuid,
-) -> Result<Option<sqlx::Transaction<'static, sqlx::Any>>> {
+pub async fn claim(db: &Database, group: &str, message_id: Uuid) -> Result<Option<super::Tx>> {
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO ferry_inbox (consumer_group, message_id, processed_at) VALUES ($1, $2, $3)
@@ -128,7 +125,7 @@ pub async fn prune(db: &Database, older_than: Duration) -> Result<u64> {
                 (SELECT consumer_group, message_id FROM ferry_inbox WHERE processed_at < $1 LIMIT 1000)",
         )
         .bind(horizon)
-        .execute(db.writer())
+        .execute_write(db)
         .await?
         .rows_affected();
         deleted += n;

@@ -8,10 +8,12 @@
 //!   (auto-increment keys, `BYTEA` vs `BLOB`, the current time) the toolkit picks per backend.
 //! - SQLite files are opened in WAL mode (readers never block the writer) with
 //!   `synchronous=FULL` (a commit is on disk when it returns: an accepted change survives a
-//!   crash or a power cut), a 30 s busy timeout and foreign keys on. [`Database::begin`] starts
-//!   SQLite transactions with `BEGIN IMMEDIATE`, which takes the write lock up front: a
-//!   deferred transaction that reads and then writes can fail at once with `SQLITE_BUSY` when
-//!   another connection wrote in between, and the busy timeout does not help there.
+//!   crash or a power cut), a 30 s busy timeout and foreign keys on. [`Database::begin`] runs
+//!   SQLite commands with group commit (`group.rs`): each in its own savepoint of a transaction
+//!   the concurrent commands share, opened with `BEGIN IMMEDIATE` (which takes the write lock up
+//!   front: a deferred transaction that reads and then writes can fail at once with
+//!   `SQLITE_BUSY` when another connection wrote in between, and the busy timeout does not help
+//!   there), so one fsync commits many commands, and none is answered before it is durable.
 //! - [`Database::migrate`] applies the toolkit's own tables ([`outbox`], [`inbox`], relay
 //!   leases) and then the service's migrations, each once (see `migrate.rs`).
 //! - [`outbox`]: stage messages in the same transaction as the state change; a
@@ -26,17 +28,25 @@
 //! database or schema ([`Database::connect_in_schema`]) of its own. Services never read each
 //! other's tables.
 
+mod group;
 pub mod inbox;
 mod migrate;
 pub mod outbox;
+mod tx;
+
+pub use tx::Tx;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Once;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use std::sync::Arc;
+
+use sqlx::any::{AnyArguments, AnyConnectOptions, AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+
+use self::group::GroupWriter;
 
 use crate::error::{Error, Result};
 
@@ -44,11 +54,12 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct Database {
     pool: AnyPool,
-    /// Where transactions run: on SQLite a single connection, on PostgreSQL `pool` itself.
-    writer: AnyPool,
+    /// Where transactions run on SQLite: the single writer connection, with group commit (see
+    /// `group.rs`). `None` on PostgreSQL, where each transaction takes a connection of `pool`.
+    group: Option<Arc<GroupWriter>>,
     backend: Backend,
     /// The PostgreSQL URL, for the relay's `LISTEN` connection.
-    url: Option<std::sync::Arc<str>>,
+    url: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -161,7 +172,7 @@ impl Database {
             .await?;
         Ok(Database {
             pool,
-            writer,
+            group: Some(GroupWriter::new(writer)),
             backend: Backend::Sqlite,
             url: None,
         })
@@ -191,7 +202,7 @@ impl Database {
             .connect_with(options)
             .await?;
         Ok(Database {
-            writer: pool.clone(),
+            group: None,
             pool,
             backend: Backend::Postgres,
             url: Some(url.into()),
@@ -228,9 +239,44 @@ impl Database {
         &self.pool
     }
 
-    /// The pool transactions and the toolkit's own writes use.
-    pub(crate) fn writer(&self) -> &AnyPool {
-        &self.writer
+    /// Runs one write statement on its own: on SQLite as a command of the writer's group
+    /// commit (so it waits its turn and shares a batch's fsync), on PostgreSQL on the pool.
+    pub(crate) async fn execute_write<'q>(
+        &self,
+        query: WriteQuery<'q>,
+    ) -> sqlx::Result<AnyQueryResult> {
+        self.write(query, true).await
+    }
+
+    /// Like [`Database::execute_write`], but on SQLite the write does not make its batch
+    /// commit by itself: it returns, durable, with the next command's commit (or after 2 ms).
+    /// For bookkeeping between commands, such as the relay marking rows sent.
+    pub(crate) async fn execute_write_lazily<'q>(
+        &self,
+        query: WriteQuery<'q>,
+    ) -> sqlx::Result<AnyQueryResult> {
+        self.write(query, false).await
+    }
+
+    async fn write<'q>(&self, query: WriteQuery<'q>, eager: bool) -> sqlx::Result<AnyQueryResult> {
+        let Some(group) = &self.group else {
+            return query.execute(&self.pool).await;
+        };
+        let mut turn = group.begin().await?;
+        match query.execute(turn.connection_mut()).await {
+            Ok(result) => {
+                if eager {
+                    turn.commit().await?;
+                } else {
+                    turn.commit_lazily().await?;
+                }
+                Ok(result)
+            }
+            Err(e) => {
+                let _ = turn.rollback().await;
+                Err(e)
+            }
+        }
     }
 
     /// Whether this is PostgreSQL (else SQLite).
@@ -247,14 +293,22 @@ impl Database {
         self.url.as_deref()
     }
 
-    /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// a transaction that reads before it writes cannot fail half-way with `SQLITE_BUSY`, and it
-    /// runs on the single writer connection: do not start a second transaction while holding one
-    /// (it would wait for the first); reading through [`Database::pool`] meanwhile is fine.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+    /// Starts a command's transaction. Use it as a connection (`&mut *tx`), then
+    /// [`Tx::commit`] (which returns once the writes are durable) or [`Tx::rollback`];
+    /// dropping it rolls back.
+    ///
+    /// On SQLite the command runs on the single writer connection in its own savepoint of a
+    /// transaction shared with the commands around it (group commit, `group.rs`): it sees
+    /// their writes, it holds the write lock from the start (`BEGIN IMMEDIATE`, so a command
+    /// that reads before it writes cannot fail half-way with `SQLITE_BUSY`), and one fsync
+    /// commits many commands. Do not start a second transaction while holding one (it would
+    /// wait for the first); reading through [`Database::pool`] meanwhile is fine, and sees only
+    /// committed data. On PostgreSQL it is a transaction of its own on a pooled connection
+    /// (concurrent ones share WAL flushes in the server).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match &self.group {
+            Some(group) => Tx::group(group.begin().await?),
+            None => Tx::plain(self.pool.begin().await?),
         })
     }
 
@@ -269,8 +323,29 @@ impl Database {
 
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
+        if let Some(group) = &self.group {
+            group.close().await;
+        }
         self.pool.close().await;
-        self.writer.close().await;
+    }
+}
+
+type WriteQuery<'q> = sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>;
+
+/// `query.execute_write(db)`: [`Database::execute_write`] at the end of a query's chain.
+pub(crate) trait ExecuteWrite<'q> {
+    fn execute_write(
+        self,
+        db: &Database,
+    ) -> impl Future<Output = sqlx::Result<AnyQueryResult>> + Send;
+}
+
+impl<'q> ExecuteWrite<'q> for WriteQuery<'q> {
+    fn execute_write(
+        self,
+        db: &Database,
+    ) -> impl Future<Output = sqlx::Result<AnyQueryResult>> + Send {
+        db.execute_write(self)
     }
 }
 

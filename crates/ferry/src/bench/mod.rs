@@ -1,4 +1,4 @@
-//! `ferry bench produce|consume|disk|group|up|dashboard|read-side|signup|dlq|compaction`: throughput and latency of a broker, measured with librdkafka (the client
+//! `ferry bench produce|consume|disk|group|up|dashboard|http|read-side|signup|dlq|compaction`: throughput and latency of a broker, measured with librdkafka (the client
 //! most Ferry services use), next to this machine's fsynced disk bandwidth from the same run.
 //!
 //! Without `--brokers` the bench starts a broker in this process, on 127.0.0.1:0 with a temporary data
@@ -11,6 +11,7 @@ mod consume;
 mod disk;
 mod dlq;
 mod group;
+mod http;
 mod live;
 mod produce;
 mod read_side;
@@ -43,6 +44,9 @@ pub enum BenchCommand {
     Up(up::UpBenchArgs),
     /// Find the event rate the dashboard's live view keeps up with.
     Dashboard(live::LiveBenchArgs),
+    /// Creates/s and latency through a system's HTTP command side at N connections, optionally
+    /// beside another implementation of the same API.
+    Http(http::HttpBenchArgs),
     /// Time from an HTTP create to the entity showing on the read side, at a fixed rate.
     ReadSide(read_side::ReadSideBenchArgs),
     /// Send 1,000 sign-ups at once to `ferry up` and read its peak memory.
@@ -184,6 +188,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Up(args) => blocking(move || up::bench(args)).await,
         BenchCommand::Dashboard(args) => live::bench(args).await,
         BenchCommand::ReadSide(args) => read_side::bench(args).await,
+        BenchCommand::Http(args) => http::bench(args).await,
         BenchCommand::Signup(args) => signup::bench(args).await,
         BenchCommand::Dlq(args) => dlq::bench(args).await,
         BenchCommand::Compaction(args) => compaction::bench(args).await,

@@ -16,6 +16,7 @@
 //! relay stalled for longer than the time to live) may overlap with the next holder's. That
 //! is a duplicate, not a loss, and consumers' inboxes absorb it.
 
+use crate::sql::ExecuteWrite;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -69,7 +70,7 @@ impl Lease {
             .bind(&self.name)
             .bind(&self.owner)
             .bind(i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX))
-            .execute(self.db.writer())
+            .execute_write(&self.db)
             .await;
         let held = match held {
             Ok(result) => result.rows_affected() == 1,
@@ -118,7 +119,7 @@ impl Lease {
         let released = sqlx::query("DELETE FROM ferry_leases WHERE name = $1 AND owner = $2")
             .bind(&self.name)
             .bind(&self.owner)
-            .execute(self.db.writer())
+            .execute_write(&self.db)
             .await;
         match released {
             Ok(_) => tracing::info!(lease = %self.name, "outbox relay lease released"),

@@ -30,6 +30,7 @@ mod lease;
 mod listen;
 mod relay;
 
+use crate::sql::ExecuteWrite;
 use sqlx::AnyConnection;
 
 pub use relay::{Relay, RelayConfig, RelayHandle, RelayWaker};
@@ -227,7 +228,7 @@ pub async fn prune_sent(db: &super::Database, older_than: std::time::Duration) -
                 (SELECT id FROM ferry_outbox WHERE sent_at IS NOT NULL AND sent_at < $1 LIMIT 1000)",
         )
         .bind(horizon)
-        .execute(db.writer())
+        .execute_write(db)
         .await?
         .rows_affected();
         deleted += n;

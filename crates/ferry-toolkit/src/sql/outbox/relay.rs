@@ -25,6 +25,7 @@
 //! The relay is transport-neutral: it publishes through a [`Publisher`], i.e. any
 //! [`crate::Sender`] (Kafka, AMQP).
 
+use crate::sql::ExecuteWrite;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -531,7 +532,9 @@ async fn mark_sent(db: &Database, ids: &[i64], delete: bool) {
         for id in chunk {
             query = query.bind(*id);
         }
-        if let Err(e) = query.execute(db.writer()).await {
+        // Lazily: the mark rides on the next command's commit instead of costing an fsync
+        // of its own between two commands (a lost mark only means a row published again).
+        if let Err(e) = db.execute_write_lazily(query).await {
             tracing::error!(error = %e, rows = chunk.len(), "cannot mark outbox rows sent; they will be published again");
         }
     }
@@ -553,7 +556,7 @@ async fn park(db: &Database, id: i64, reason: &str) {
     .bind(id)
     .bind(now_millis())
     .bind(reason)
-    .execute(db.writer())
+    .execute_write(db)
     .await;
     if let Err(e) = result {
         tracing::warn!(error = %e, row = id, "cannot park an outbox row; it will be tried again");
@@ -566,7 +569,7 @@ async fn record_failure(db: &Database, id: i64, error: &str) {
     )
     .bind(id)
     .bind(error)
-    .execute(db.writer())
+    .execute_write(db)
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "cannot record an outbox publish failure");
