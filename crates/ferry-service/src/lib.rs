@@ -21,7 +21,9 @@ pub mod fields;
 mod runtime;
 mod server;
 
-pub use error::{ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, limit};
+pub use error::{
+    ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, json_errors, limit,
+};
 pub use runtime::{PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
 pub use server::{
     CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle,

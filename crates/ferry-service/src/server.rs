@@ -122,6 +122,9 @@ pub async fn serve(
             get(move || async move { axum::Json(spec) }),
         )
         .fallback(|uri: Uri| async move { ApiError::not_found(format!("path {}", uri.path())) })
+        // axum's own rejections (405, a path parameter it cannot decode, a body over the
+        // limit) in the JSON contract too.
+        .layer(axum::middleware::map_response(crate::json_errors))
         // The span names the path only: a query string may carry a token, and logs must not.
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
             |request: &Request<Body>| {
@@ -234,6 +237,7 @@ impl Server {
         let io = TokioIo::new(Watched {
             inner: stream,
             watch: watch.clone(),
+            rewritten: None,
         });
         let app = self.app.clone();
         let service_watch = watch.clone();
@@ -391,10 +395,91 @@ impl Watch {
     }
 }
 
-/// A connection's socket, telling its [`Watch`] when request bytes arrive.
+/// A connection's socket, telling its [`Watch`] when request bytes arrive, and putting hyper's
+/// own error answers in the JSON contract.
 struct Watched {
     inner: TcpStream,
     watch: Arc<Watch>,
+    /// A rewritten error answer being written, and how much of it is out.
+    rewritten: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    /// Writes the rewritten answer out; `Ready` once all of it is.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, sent)) = &mut self.rewritten {
+            if *sent == bytes.len() {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `buf`, unless it is the head of an error answer hyper made itself: then writes
+    /// that answer with a JSON body instead and reports `buf` as written.
+    fn write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.rewritten.is_none()
+            && let Some(answer) = json_parse_error(buf)
+        {
+            self.rewritten = Some((answer, 0));
+        }
+        if self.rewritten.is_some() {
+            return match self.drain(cx) {
+                Poll::Ready(Ok(())) => {
+                    // Hyper closes the connection after such an answer; nothing follows it.
+                    Poll::Ready(Ok(buf.len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+}
+
+/// hyper answers a request it cannot parse (a control character in a header, a head too large)
+/// by itself, before any service sees it, with an empty body. Every answer of ours to a request
+/// has a body (the [`crate::json_errors`] layer sees to it), so a 4xx head with
+/// `content-length: 0` is one of hyper's: this returns it with an error body in the contract.
+fn json_parse_error(head: &[u8]) -> Option<Vec<u8>> {
+    if !head.starts_with(b"HTTP/1.1 4") || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.trim_end().split("\r\n");
+    let status_line = lines.next()?;
+    let headers: Vec<&str> = lines.collect();
+    if !headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"))
+    {
+        return None;
+    }
+    let status = status_line.get(9..12)?.parse::<u16>().ok()?;
+    let message = match status {
+        431 => "the request's headers are too large",
+        414 => "the request's URL is too long",
+        _ => "the request's line or headers cannot be read (a control character in a header, a malformed URL)",
+    };
+    let body = serde_json::json!({"error": {"code": "bad_request", "message": message}}).to_string();
+    let mut out = format!("{status_line}\r\n");
+    for h in headers {
+        if !h.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!(
+        "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    Some(out.into_bytes())
 }
 
 impl AsyncRead for Watched {
@@ -418,7 +503,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -426,6 +511,12 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // A head hyper made alone comes as the first slice, with no body after it.
+        if let [head] = bufs.iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()[..]
+            && (self.rewritten.is_some() || json_parse_error(head).is_some())
+        {
+            return self.write(cx, head);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -434,10 +525,12 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
