@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidParameter,
     /// The request itself is malformed (a header, the URL's encoding).
     BadRequest,
+    /// The request's `Host` is not one this server answers to (see `edge`).
+    Forbidden,
     /// The path exists but not with this method; the answer's `Allow` header lists those it takes.
     MethodNotAllowed,
     /// No such resource.
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::InvalidParameter => "invalid_parameter",
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
@@ -69,6 +72,7 @@ impl ErrorCode {
                 StatusCode::BAD_REQUEST
             }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::InvalidField | ErrorCode::RuleViolated => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,

@@ -16,6 +16,7 @@
 //! A service crate exposes `start(ServiceConfig, CancellationToken) -> ServiceHandle`; the `ferry`
 //! binary runs one (`ferry run <service>`) or all of them (`ferry up`) that way.
 
+pub mod edge;
 mod error;
 pub mod fields;
 mod runtime;

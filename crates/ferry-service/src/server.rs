@@ -124,6 +124,8 @@ pub async fn serve(
         .fallback(|uri: Uri| async move { ApiError::not_found(format!("path {}", uri.path())) })
         // axum's own rejections (405, a path parameter it cannot decode, a body over the
         // limit) in the JSON contract too.
+        // Dot-segments, encoded slashes and rebindable Host names never reach a route.
+        .layer(axum::middleware::from_fn(crate::edge::guard))
         .layer(axum::middleware::map_response(crate::json_errors))
         // The span names the path only: a query string may carry a token, and logs must not.
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(

@@ -72,7 +72,7 @@ async fn every_rejection_is_in_the_error_shape() {
     let shutdown = CancellationToken::new();
     let server = start(dir.path(), shutdown.clone()).await;
     let addr = server.addr;
-    let close = "Connection: close\nHost: t";
+    let close = "Connection: close\nHost: localhost";
 
     // A path parameter that is not UTF-8, and one that is not a number.
     let a = exchange(addr, &req(&format!("PUT /things/%FF%FE HTTP/1.1\n{close}\nContent-Type: application/json\nContent-Length: 2\n\n"), b"{}")).await;
