@@ -81,6 +81,8 @@ pub struct Runtime {
     lock: Option<ferry_lockfile::LockFile>,
     /// The databases whose outbox a relay publishes: `/outbox/parked` lists their parked rows.
     outboxes: Vec<Database>,
+    /// Every database opened through [`Runtime::database`]: `/ready` checks each is writable.
+    databases: Vec<Database>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -127,6 +129,7 @@ impl Runtime {
             relays: Mutex::default(),
             lock,
             outboxes: Vec::new(),
+            databases: Vec::new(),
         })
     }
 
@@ -157,12 +160,18 @@ impl Runtime {
 
     /// The service's own database, migrated to `migrations` (`(version, name, sql)`).
     pub async fn database(
-        &self,
+        &mut self,
         migrations: &[(i64, &str, &str)],
     ) -> ferry_toolkit::Result<Database> {
         let db = self.config.database(self.name).await?;
         db.migrate(self.name, migrations).await?;
+        self.databases.push(db.clone());
         Ok(db)
+    }
+
+    /// Has `/ready` check that `db` (opened without [`Runtime::database`]) stays writable.
+    pub fn watch_database(&mut self, db: &Database) {
+        self.databases.push(db.clone());
     }
 
     /// Starts an outbox relay on `db`, publishing through the service's publisher; stopped
@@ -215,8 +224,22 @@ impl Runtime {
             relays,
             lock: data_lock,
             outboxes,
+            databases,
+            transport,
             ..
         } = self;
+        let brokers = match &transport {
+            Transport::Kafka(_) => config.brokers.clone(),
+            Transport::Amqp(_) => config.amqp_url.clone().unwrap_or_default(),
+        };
+        crate::ready::start(
+            name,
+            &health,
+            brokers,
+            databases,
+            outboxes.clone(),
+            shutdown.clone(),
+        );
         let app = if outboxes.is_empty() {
             app
         } else {

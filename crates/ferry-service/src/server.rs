@@ -128,11 +128,17 @@ pub async fn serve(
         .layer(axum::middleware::from_fn(crate::edge::guard))
         .layer(axum::middleware::map_response(crate::json_errors))
         // The span names the path only: a query string may carry a token, and logs must not.
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
-            |request: &Request<Body>| {
-                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-            },
-        ));
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                // A 5xx is not an ERROR line by itself: a not-ready probe answers 503 every few
+                // seconds, and a real fault is logged where it happens (`ApiError::internal`).
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        );
     let listener = listen(SocketAddr::new(config.host, config.port))?;
     let addr = listener.local_addr()?;
     tracing::info!(service = name, %addr, "HTTP server listening");

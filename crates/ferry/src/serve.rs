@@ -206,6 +206,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     writeln!(stdout)?;
     stdout.flush()?;
     drop(stdout);
+    // The services start without a broker (their outboxes keep what they accept), but a
+    // person should know at once that nothing will flow, and when that changes.
+    tokio::spawn(watch_broker(brokers.clone(), shutdown.clone()));
     shutdown_signal().await?;
     tracing::info!("shutting down");
     shutdown.cancel();
@@ -217,6 +220,29 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Says on the console when the broker cannot be reached, and when it can again.
+async fn watch_broker(brokers: String, stop: tokio_util::sync::CancellationToken) {
+    let mut reachable = true;
+    loop {
+        let now = ferry_service::ready::broker_reachable(&brokers).await;
+        match (&now, reachable) {
+            (Err(why), true) => {
+                println!(
+                    "warning: {why}. Services are not ready until it answers (`ferry broker` \
+                     starts one; `ferry up` without --brokers runs the built-in one)."
+                );
+            }
+            (Ok(()), false) => println!("the broker at {brokers} answers again"),
+            _ => {}
+        }
+        reachable = now.is_ok();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ferry_service::ready::PROBE_EVERY) => {}
+        }
+    }
 }
 
 async fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {

@@ -516,3 +516,45 @@ async fn the_gateway_refuses_dot_segments_encoded_slashes_and_rebindable_hosts()
     check_shape(&got, 400, "invalid_parameter");
     drop(d.harness);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_ready_is_false_and_a_request_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // Nothing listens on port 1 of loopback.
+    let config = ferry_service::ServiceConfig::new("127.0.0.1:1", dir.path(), 0);
+    let handle = dashboard::start(config, Vec::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let http = Http::new(handle.addr);
+    let ready = http
+        .until("/ready", |s, b| {
+            s == StatusCode::SERVICE_UNAVAILABLE
+                && b["checks"]["broker"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("127.0.0.1:1"))
+        })
+        .await;
+    assert_eq!(ready["ready"], false, "{ready}");
+    let started = std::time::Instant::now();
+    let (status, body) = http
+        .send(
+            Method::POST,
+            "/api/ferry/invoices",
+            Some(json!({"customer": "acme", "items": [{"description": "x", "quantity": 1, "unitPrice": 10}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    handle.task.await.unwrap();
+}

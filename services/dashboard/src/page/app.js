@@ -321,9 +321,28 @@ async function refreshServices() {
   } catch { /* the next refresh tries again */ }
 }
 
+function brokerState(ok, why) {
+  const pill = $('#broker-state');
+  pill.textContent = ok ? 'broker' : 'broker unreachable';
+  pill.className = `pill ${ok ? 'up' : 'down'}`;
+  pill.title = ok ? 'the Kafka broker answers' : why;
+}
+
 async function refreshCluster() {
+  let topics;
   try {
-    const topics = await call('GET', '/api/ferry/topics');
+    topics = await call('GET', '/api/ferry/topics');
+    brokerState(true);
+  } catch (error) {
+    // Say so, rather than show empty tables as if there were no topics or groups.
+    brokerState(false, error.message);
+    const row = (n) => el('tr', {}, el('td', { colspan: n, class: 'lagging' }, `broker unreachable: ${error.message}`));
+    $('#topics tbody').replaceChildren(row(3));
+    $('#groups tbody').replaceChildren(row(4));
+    $('#dlq tbody').replaceChildren(row(3));
+    return;
+  }
+  try {
     $('#topics tbody').replaceChildren(...topics.map((t) => el('tr', {},
       el('td', {}, t.name),
       el('td', {}, t.partitions.map((p) => `${p.id}: ${p.start}…${p.end}`).join(', ')),
