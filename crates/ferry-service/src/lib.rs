@@ -28,7 +28,7 @@ pub use error::{
 };
 pub use runtime::{PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
 pub use server::{
-    CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle,
+    CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle, Stage,
     raise_open_files_limit, serve,
 };
 

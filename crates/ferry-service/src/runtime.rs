@@ -259,16 +259,20 @@ impl Runtime {
             ));
         let mut handle = crate::serve(name, &config, app, health, openapi, shutdown).await?;
         let server = handle.task;
+        let stage = handle.stage.clone();
         handle.task = tokio::spawn(async move {
             let _ = server.await;
+            stage.set("consumers: messages in flight and their offset commits");
             let routers = std::mem::take(&mut *lock(&routers));
             for stop in routers {
                 stop.await;
             }
+            stage.set("outbox relay: publishes in flight (unsent rows stay for the next start)");
             let relays = std::mem::take(&mut *lock(&relays));
             for stop in relays {
                 stop.await;
             }
+            stage.set("stopped");
             // Only now may another copy take over the files.
             drop(data_lock);
             tracing::info!(service = name, "stopped");

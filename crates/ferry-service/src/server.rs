@@ -101,6 +101,35 @@ pub struct ServiceHandle {
     pub addr: SocketAddr,
     /// Finishes when the server stopped (after the token was cancelled).
     pub task: JoinHandle<()>,
+    /// What the service is waiting for while it stops, for a person watching the shutdown.
+    pub stage: Stage,
+}
+
+/// What a stopping service still waits for ("HTTP requests in flight", "routers: ...").
+/// Cheap to clone; clones share the text.
+#[derive(Debug, Clone)]
+pub struct Stage(Arc<Mutex<&'static str>>);
+
+impl Stage {
+    fn new(what: &'static str) -> Stage {
+        Stage(Arc::new(Mutex::new(what)))
+    }
+
+    /// Says what the service waits for now.
+    pub fn set(&self, what: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = what;
+    }
+
+    /// What the service waits for now.
+    pub fn get(&self) -> &'static str {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Serve `app` plus `/health`, `/ready`, `/metrics` and `/openapi.json` on the configured port
@@ -142,14 +171,21 @@ pub async fn serve(
     let listener = listen(SocketAddr::new(config.host, config.port))?;
     let addr = listener.local_addr()?;
     tracing::info!(service = name, %addr, "HTTP server listening");
+    let stage = Stage::new("running");
     let server = Server {
         name,
         app,
         limits: config.http,
         shutdown,
+        stage: stage.clone(),
     };
     let task = tokio::spawn(server.run(listener));
-    Ok(ServiceHandle { name, addr, task })
+    Ok(ServiceHandle {
+        name,
+        addr,
+        task,
+        stage,
+    })
 }
 
 /// Connections the kernel holds for us, handshake done, while every slot is taken. Rust's and
@@ -179,6 +215,7 @@ struct Server {
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
+    stage: Stage,
 }
 
 impl Server {
@@ -226,6 +263,7 @@ impl Server {
             tokio::spawn(this.clone().connection(stream, peer, permit));
         }
         drop(listener);
+        this.stage.set("HTTP requests in flight");
         // Every connection holds a slot until its task ends, so having them all back means every
         // connection has finished (graceful shutdown: in-flight requests are answered).
         let _ = slots.acquire_many(max as u32).await;

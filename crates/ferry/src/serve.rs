@@ -113,6 +113,89 @@ pub struct UpArgs {
     connections: ConnectionArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    grace: GraceArgs,
+}
+
+/// How long Ctrl-C waits (`ferry up`, `ferry run`).
+#[derive(Debug, Args)]
+pub struct GraceArgs {
+    /// Seconds Ctrl-C (or SIGTERM) waits for requests, messages and publishes in flight before
+    /// exiting anyway; committed data is kept (unsent outbox rows are sent at the next start).
+    /// A second Ctrl-C exits at once.
+    #[arg(long = "shutdown-grace", value_name = "SECS", default_value_t = 5.0)]
+    shutdown_grace: f64,
+}
+
+impl GraceArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.shutdown_grace).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Cancels `shutdown` and waits for `services` to stop, at most `grace`: says what it waits
+/// for after a second, and what was still in flight when the grace period ends. A second
+/// Ctrl-C exits the process at once. Returns whether every service stopped in time.
+///
+/// Cutting a stop short loses nothing committed: a service's database has every accepted
+/// command and its unsent outbox rows (the relay sends them at the next start), a consumer
+/// whose offset was not committed gets its messages again (handlers are idempotent through
+/// the inbox), and the built-in broker is still shut down cleanly by the caller.
+pub async fn stop_services(
+    grace: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    services: Vec<ferry_service::ServiceHandle>,
+) -> anyhow::Result<bool> {
+    let out = |line: String| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    };
+    out(format!(
+        "stopping: waiting up to {:.1} s for what is in flight; press Ctrl-C again to exit at once",
+        grace.as_secs_f64()
+    ));
+    shutdown.cancel();
+    let started = tokio::time::Instant::now();
+    let deadline = started + grace;
+    let mut said = false;
+    let mut services = services;
+    let in_flight = |services: &[ferry_service::ServiceHandle]| {
+        services
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.stage.get()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let second = shutdown_signal();
+    tokio::pin!(second);
+    loop {
+        services.retain(|s| !s.task.is_finished());
+        if services.is_empty() {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            out(format!(
+                "grace period of {:.1} s is over; exiting with these still in flight: {}. \
+                 Nothing committed is lost: unsent outbox rows are sent at the next start.",
+                grace.as_secs_f64(),
+                in_flight(&services)
+            ));
+            return Ok(false);
+        }
+        if !said && now >= started + Duration::from_secs(1) {
+            said = true;
+            out(format!("waiting for: {}", in_flight(&services)));
+        }
+        tokio::select! {
+            _ = &mut second => {
+                out(format!("second Ctrl-C: exiting now; in flight: {}", in_flight(&services)));
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
@@ -211,14 +294,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     tokio::spawn(watch_broker(brokers.clone(), shutdown.clone()));
     shutdown_signal().await?;
     tracing::info!("shutting down");
-    shutdown.cancel();
-    for (_, handle) in services {
-        let _ = handle.task.await;
-    }
+    let handles = services.into_iter().map(|(_, handle)| handle).collect();
+    let all_stopped = stop_services(args.grace.grace(), &shutdown, handles).await?;
     if let Some(broker) = broker {
         broker.shutdown().await.context("broker shutdown")?;
     }
     tracing::info!("stopped");
+    if !all_stopped {
+        // The remaining tasks may sit in librdkafka's blocking calls; do not wait for them.
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -193,6 +193,8 @@ pub struct RunArgs {
     upstreams: Vec<Upstream>,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    grace: crate::serve::GraceArgs,
 }
 
 /// Every service's HTTP connection limits (`ferry run` and `ferry up`).
@@ -274,7 +276,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await?;
     println!("{} listening on http://{}", handle.name, handle.addr);
     crate::serve::shutdown_signal().await?;
-    shutdown.cancel();
-    let _ = handle.task.await;
+    if !crate::serve::stop_services(args.grace.grace(), &shutdown, vec![handle]).await? {
+        std::process::exit(1);
+    }
     Ok(())
 }
