@@ -86,5 +86,19 @@ impl ServiceConfig {
             service,
         )
         .await
+        .map_err(|e| self.name_the_file(service, e))
+    }
+
+    /// On SQLite, an error that names the file it is about (a read-only file, a directory in
+    /// its place), so a person knows which one to fix.
+    pub fn name_the_file(&self, service: &str, e: ferry_toolkit::Error) -> ferry_toolkit::Error {
+        if self.database_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            return e;
+        }
+        let file = self.data_dir.join(format!("{service}.db"));
+        ferry_toolkit::Error::Io(std::io::Error::other(format!(
+            "cannot open or write the SQLite file {}: {e}",
+            file.display()
+        )))
     }
 }

@@ -164,7 +164,9 @@ impl Runtime {
         migrations: &[(i64, &str, &str)],
     ) -> ferry_toolkit::Result<Database> {
         let db = self.config.database(self.name).await?;
-        db.migrate(self.name, migrations).await?;
+        db.migrate(self.name, migrations)
+            .await
+            .map_err(|e| self.config.name_the_file(self.name, e))?;
         self.databases.push(db.clone());
         Ok(db)
     }

@@ -205,7 +205,16 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     // would let another process take over the port, so they don't set it there.)
     #[cfg(not(windows))]
     socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
+    socket.bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!("port {} is taken ({addr} is in use by another process)", addr.port()),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+        }
+    })?;
     socket.listen(BACKLOG)
 }
 

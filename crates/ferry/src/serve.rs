@@ -210,12 +210,11 @@ pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    data_dir(&args.data)?;
     let broker = match &args.brokers {
         Some(_) => None,
         None => Some(
-            start(args.connections.apply(BrokerConfig {
+            start_hinted(args.connections.apply(BrokerConfig {
                 data_dir: args.data.join("broker"),
                 listen: if args.free_ports {
                     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -251,7 +250,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|u: &Upstream| (u.name.clone(), u.url.clone())),
         );
-        let handle = service.start(config, &upstreams, shutdown.clone()).await?;
+        let handle = service
+            .start(config, &upstreams, shutdown.clone())
+            .await
+            .map_err(|e| port_hint(e, "Stop what holds it, or run `ferry up --free-ports` to put every service on a free port"))?;
         upstreams.push(Upstream::new(
             service.name(),
             format!("http://{}", handle.addr),
@@ -328,6 +330,39 @@ async fn watch_broker(brokers: String, stop: tokio_util::sync::CancellationToken
             _ = tokio::time::sleep(ferry_service::ready::PROBE_EVERY) => {}
         }
     }
+}
+
+/// Creates the `--data` directory, saying so plainly when the path is a file.
+pub fn data_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() && !path.is_dir() {
+        anyhow::bail!(
+            "--data {} is a file, not a directory: point --data at a directory (it is created if missing)",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Adds `hint` to an error caused by a port in use.
+pub fn port_hint(error: impl Into<anyhow::Error>, hint: &str) -> anyhow::Error {
+    let error = error.into();
+    let taken = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    });
+    if taken {
+        anyhow::anyhow!("{}. {hint}", crate::one_line(&error))
+    } else {
+        error
+    }
+}
+
+/// [`start`] for `ferry up`: a taken broker port suggests `--free-ports`.
+async fn start_hinted(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
+    start(config)
+        .await
+        .map_err(|e| port_hint(e, "Stop what holds it, or run `ferry up --free-ports` to put the broker and every service on free ports"))
 }
 
 async fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {

@@ -179,7 +179,7 @@ fn tools_fail_with_one_clear_line() {
     // Nothing listens on port 1.
     let error = fails("127.0.0.1:1", &["topics", "list"]);
     assert!(
-        error.starts_with("error: cannot get metadata from 127.0.0.1:1: "),
+        error.starts_with("error: cannot reach a Kafka broker at 127.0.0.1:1. "),
         "{error}"
     );
 }

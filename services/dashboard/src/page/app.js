@@ -175,10 +175,31 @@ form('user-form', async (d) => {
   const label = `Sign-up of ${email}`;
   try {
     const { taskId } = await call('POST', '/svc/users-producer/user', { name: d.name, email, password: d.password });
-    watch(list, label, mentions(taskId), (e) => `${e.type} (task ${short(taskId)})`);
+    const item = watch(list, label, mentions(taskId), (e) => `${e.type} (task ${short(taskId)}), waiting for the decision…`);
     $('#user-form [name=email]').value = '';
+    // The request is an event; its outcome is the users consumer's decision, which may be a
+    // rejection (a taken email, an invalid name): show that, not the green request event.
+    outcome(item, taskId);
   } catch (error) { fail(list, label, error); }
 });
+
+/// Polls the users consumer for what became of sign-up `taskId` and marks `item` with it.
+async function outcome(item, taskId) {
+  for (let attempt = 0; attempt < 120; attempt++) {
+    await new Promise((r) => setTimeout(r, 500));
+    let task;
+    try {
+      task = await call('GET', `/svc/users-consumer/tasks/${encodeURIComponent(taskId)}`);
+    } catch { continue; /* not decided yet (404), or the service is restarting */ }
+    item.classList.remove('pending', 'done', 'failed');
+    const rejected = task.outcome !== 'created';
+    item.classList.add(rejected ? 'failed' : 'done');
+    item.append(el('div', { class: 'event-line' }, rejected
+      ? `rejected: ${task.reason ?? 'no reason given'}`
+      : `created user ${short(task.userId)}`));
+    return;
+  }
+}
 
 form('post-form', async (d) => {
   const list = $('#posts-results');
