@@ -117,7 +117,7 @@ impl Runtime {
             }
         };
         let transport = Transport::of(&config);
-        let publisher = transport.publisher()?;
+        let publisher = transport.publisher()?.for_service(name);
         Ok(Runtime {
             name,
             config,

@@ -145,7 +145,7 @@ pub async fn serve(
 ) -> io::Result<ServiceHandle> {
     let spec = serde_json::to_value(&openapi).unwrap_or_default();
     let app = app
-        .merge(ops::routes(health))
+        .merge(ops::routes_for(name, health))
         .route(
             "/openapi.json",
             get(move || async move { axum::Json(spec) }),

@@ -17,6 +17,9 @@ use crate::transport::{OutgoingMessage, Receipt, SendError, Sender};
 #[derive(Clone, Debug)]
 pub struct Publisher {
     sender: Arc<dyn Sender>,
+    /// The service whose metrics this publisher (and the relays and routers using it) record,
+    /// as their `service` label; empty outside a service.
+    service: &'static str,
 }
 
 /// What a successful publish tells the caller.
@@ -35,12 +38,28 @@ impl Publisher {
     pub fn new(sender: impl Sender) -> Publisher {
         Publisher {
             sender: Arc::new(sender),
+            service: "",
         }
+    }
+
+    /// This publisher, recording its metrics (and those of the relays and routers that use
+    /// it) with `service` as their `service` label, so each service's `/metrics` shows its own.
+    pub fn for_service(mut self, service: &'static str) -> Publisher {
+        self.service = service;
+        self
+    }
+
+    /// The `service` label of the metrics recorded through this publisher.
+    pub fn service(&self) -> &'static str {
+        self.service
     }
 
     /// A publisher over a shared sender.
     pub fn from_arc(sender: Arc<dyn Sender>) -> Publisher {
-        Publisher { sender }
+        Publisher {
+            sender,
+            service: "",
+        }
     }
 
     /// Publishes `message` to `topic` as the first message of a new flow, keyed by
@@ -78,7 +97,7 @@ impl Publisher {
         };
         match self.sender.send(outgoing).await {
             Ok(receipt) => {
-                crate::ops::metrics::published(topic, M::TYPE);
+                crate::ops::metrics::published(self.service, topic, M::TYPE);
                 Ok(Delivery {
                     message_id: envelope.message_id,
                     correlation_id: envelope.correlation_id,

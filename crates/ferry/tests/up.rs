@@ -522,3 +522,48 @@ fn a_second_ctrl_c_exits_at_once() {
     // Either the second Ctrl-C (130) or everything had stopped already (0).
     assert!(matches!(status.code(), Some(130 | 0)), "{status}");
 }
+
+#[test]
+fn each_service_exposes_only_its_own_metrics_with_a_service_label() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let up = Up::start(data.path());
+    let code = format!("MET-{}", std::process::id());
+    let id = create_course(&up, "Metrics", &code);
+    await_consumed(&up, &id, &code);
+    // The producer's relay published the course; the consumer handled it and reports its lag
+    // by group, topic and partition.
+    let wanted = [
+        ("courses-producer", "ferry_outbox_published_total{service=\"courses-producer\"} "),
+        ("courses-consumer", "ferry_messages_handled_total{service=\"courses-consumer\",group=\""),
+        ("courses-consumer", "ferry_consumer_lag_messages{service=\"courses-consumer\",group=\""),
+    ];
+    for (service, series) in wanted {
+        let mut last = String::new();
+        let found = eventually(PROPAGATION_TIMEOUT, || {
+            last = get(up.addr(service), "/metrics").1;
+            last.contains(series)
+        });
+        assert!(found, "{service} /metrics lacks {series}:\n{last}");
+    }
+    let (_, lag) = get(up.addr("courses-consumer"), "/metrics");
+    let lag_line = lag
+        .lines()
+        .find(|l| l.starts_with("ferry_consumer_lag_messages{"))
+        .unwrap();
+    assert!(
+        lag_line.contains("topic=\"") && lag_line.contains("partition=\""),
+        "{lag_line}"
+    );
+    // Every sample a service shows is its own: scraping all of them counts nothing twice.
+    for (name, addr) in &up.services {
+        let (status, page) = get(addr, "/metrics");
+        assert_eq!(status, 200, "{name}");
+        for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            assert!(
+                line.contains(&format!("service=\"{name}\"")),
+                "{name} /metrics shows another's series: {line}"
+            );
+        }
+    }
+    up.stop_cleanly();
+}

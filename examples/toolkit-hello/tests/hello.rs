@@ -95,7 +95,7 @@ async fn greets_and_dead_letters_over_a_real_broker() -> anyhow::Result<()> {
         .await,
         "greeted"
     );
-    let dead_lettered = r#"ferry_messages_dead_lettered_total{topic="greetings",type="hello.greeting-requested",reason="handler-failed"} 1"#;
+    let dead_lettered = r#"ferry_messages_dead_lettered_total{service="toolkit-hello",group="toolkit-hello",topic="greetings",type="hello.greeting-requested",reason="handler-failed"} 1"#;
     assert!(
         eventually(async || http(addr, "GET", "/metrics", "")
             .await
