@@ -19,6 +19,7 @@
 pub mod edge;
 mod error;
 pub mod fields;
+pub mod openapi;
 pub mod ready;
 mod runtime;
 mod server;

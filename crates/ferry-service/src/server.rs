@@ -143,12 +143,25 @@ pub async fn serve(
     openapi: utoipa::openapi::OpenApi,
     shutdown: CancellationToken,
 ) -> io::Result<ServiceHandle> {
-    let spec = serde_json::to_value(&openapi).unwrap_or_default();
+    let mut spec = serde_json::to_value(&openapi).unwrap_or_default();
+    crate::openapi::complete(&mut spec);
     let app = app
         .merge(ops::routes_for(name, health))
         .route(
             "/openapi.json",
             get(move || async move { axum::Json(spec) }),
+        )
+        .route(
+            "/docs",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/html; charset=utf-8",
+                    )],
+                    crate::openapi::DOCS_PAGE,
+                )
+            }),
         )
         .fallback(|uri: Uri| async move { ApiError::not_found(format!("path {}", uri.path())) })
         // axum's own rejections (405, a path parameter it cannot decode, a body over the

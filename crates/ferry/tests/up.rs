@@ -567,3 +567,46 @@ fn each_service_exposes_only_its_own_metrics_with_a_service_label() {
     }
     up.stop_cleanly();
 }
+
+#[test]
+fn every_service_serves_its_docs_and_a_spec_with_parameters_and_error_answers() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let up = Up::start(data.path());
+    for (name, addr) in &up.services {
+        let (status, page) = get(addr, "/docs");
+        assert_eq!(status, 200, "{name} /docs");
+        assert!(page.contains("openapi.json"), "{name} /docs renders the spec");
+        // Self-contained: nothing is loaded from another origin.
+        assert!(!page.contains("src=\"http"), "{name} /docs loads from a CDN");
+        let (status, spec) = get(addr, "/openapi.json");
+        assert_eq!(status, 200, "{name}");
+        let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+        assert!(spec["components"]["schemas"]["Error"].is_object(), "{name}");
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let declared: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter(|p| p["in"] == "path")
+                            .filter_map(|p| p["name"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for segment in path.split('/') {
+                    if let Some(param) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                        assert!(declared.contains(&param), "{name}: {method} {path} lacks {param}");
+                    }
+                }
+                for status in ["400", "404", "500", "503"] {
+                    assert_eq!(
+                        op["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/Error",
+                        "{name}: {method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+    up.stop_cleanly();
+}

@@ -334,9 +334,10 @@ $('#close-trace').addEventListener('click', () => { $('#trace').hidden = true; }
 async function refreshServices() {
   try {
     const services = await call('GET', '/api/ferry/services');
-    $('#services').replaceChildren(...services.map((s) => el('span', {
+    $('#services').replaceChildren(...services.map((s) => el('a', {
       class: `pill ${s.ready ? 'up' : s.up ? 'starting' : 'down'}`,
-      title: `${s.url} — ${s.up ? 'up' : 'down'}, ${s.ready ? 'ready' : 'not ready'}`,
+      title: `${s.url} — ${s.up ? 'up' : 'down'}, ${s.ready ? 'ready' : 'not ready'}; click for its API docs`,
+      href: `/svc/${encodeURIComponent(s.name)}/docs`,
       'data-service': s.name,
     }, s.name)));
   } catch { /* the next refresh tries again */ }
