@@ -67,7 +67,9 @@ pub fn unsafe_path(path: &str) -> Option<&'static str> {
         .split('/')
         .map(|segment| segment.to_ascii_lowercase().replace("%2e", "."))
         .any(|segment| segment == "." || segment == "..");
-    dots.then_some("the path has a dot-segment (`.` or `..`, also as `%2e`); send the resolved path")
+    dots.then_some(
+        "the path has a dot-segment (`.` or `..`, also as `%2e`); send the resolved path",
+    )
 }
 
 #[cfg(test)]

@@ -178,7 +178,13 @@ impl ApiError {
     /// The error for an answer that only had a status and maybe a plain-text reason.
     pub fn for_status(status: StatusCode, text: String) -> ApiError {
         let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-        let or_reason = |text: String| if text.is_empty() { reason.clone() } else { text };
+        let or_reason = |text: String| {
+            if text.is_empty() {
+                reason.clone()
+            } else {
+                text
+            }
+        };
         match status {
             StatusCode::BAD_REQUEST if text.starts_with("Invalid URL") || text.contains("path") => {
                 ApiError::new(ErrorCode::InvalidParameter, text)
@@ -206,7 +212,9 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 ApiError::new(ErrorCode::UnsupportedMediaType, or_reason(text))
             }
-            StatusCode::UNPROCESSABLE_ENTITY => ApiError::new(ErrorCode::InvalidBody, or_reason(text)),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ApiError::new(ErrorCode::InvalidBody, or_reason(text))
+            }
             StatusCode::CONFLICT => ApiError::new(ErrorCode::Conflict, or_reason(text)),
             StatusCode::SERVICE_UNAVAILABLE
             | StatusCode::BAD_GATEWAY

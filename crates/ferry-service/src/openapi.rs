@@ -23,20 +23,23 @@ const ANY: &[(&str, &str)] = &[
         "400",
         "the request is malformed (a path parameter, a query parameter, a header)",
     ),
-    (
-        "403",
-        "the Host header is not an IP address or localhost",
-    ),
+    ("403", "the Host header is not an IP address or localhost"),
     ("404", "no such resource"),
     ("500", "a fault of ours"),
-    ("503", "a dependency (database, broker) is not available; retry later"),
+    (
+        "503",
+        "a dependency (database, broker) is not available; retry later",
+    ),
 ];
 
 /// Statuses an operation with a request body may also answer.
 const WITH_BODY: &[(&str, &str)] = &[
     ("409", "conflicts with existing state"),
     ("413", "the body is larger than the service accepts"),
-    ("415", "the body is not JSON (Content-Type: application/json)"),
+    (
+        "415",
+        "the body is not JSON (Content-Type: application/json)",
+    ),
     ("422", "a field is missing, out of bounds or breaks a rule"),
 ];
 
@@ -80,9 +83,7 @@ pub fn complete(spec: &mut Value) {
             }
             declare_path_parameters(op, &names);
             let with_body = op.get("requestBody").is_some();
-            let statuses = ANY
-                .iter()
-                .chain(if with_body { WITH_BODY } else { &[] });
+            let statuses = ANY.iter().chain(if with_body { WITH_BODY } else { &[] });
             let responses = &mut op["responses"];
             if !responses.is_object() {
                 *responses = json!({});
@@ -167,7 +168,11 @@ mod tests {
         assert_eq!(get["responses"]["404"]["description"], "none");
         assert!(get["responses"]["413"].is_null(), "no body, no 413");
         let put = &spec["paths"]["/things/{id}"]["put"];
-        assert_eq!(put["parameters"].as_array().unwrap().len(), 1, "kept, not doubled");
+        assert_eq!(
+            put["parameters"].as_array().unwrap().len(),
+            1,
+            "kept, not doubled"
+        );
         assert_eq!(put["parameters"][0]["schema"]["type"], "integer");
         for status in ["400", "409", "413", "415", "422", "500", "503"] {
             assert!(put["responses"][status].is_object(), "{status}");

@@ -222,7 +222,10 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
         if e.kind() == io::ErrorKind::AddrInUse {
             io::Error::new(
                 e.kind(),
-                format!("port {} is taken ({addr} is in use by another process)", addr.port()),
+                format!(
+                    "port {} is taken ({addr} is in use by another process)",
+                    addr.port()
+                ),
             )
         } else {
             io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
@@ -533,9 +536,12 @@ fn json_parse_error(head: &[u8]) -> Option<Vec<u8>> {
     let message = match status {
         431 => "the request's headers are too large",
         414 => "the request's URL is too long",
-        _ => "the request's line or headers cannot be read (a control character in a header, a malformed URL)",
+        _ => {
+            "the request's line or headers cannot be read (a control character in a header, a malformed URL)"
+        }
     };
-    let body = serde_json::json!({"error": {"code": "bad_request", "message": message}}).to_string();
+    let body =
+        serde_json::json!({"error": {"code": "bad_request", "message": message}}).to_string();
     let mut out = format!("{status_line}\r\n");
     for h in headers {
         if !h.to_ascii_lowercase().starts_with("content-length:") {

@@ -16,12 +16,17 @@ async fn start(dir: &std::path::Path, shutdown: CancellationToken) -> ServiceHan
     let app = axum::Router::new()
         .route(
             "/things/{id}",
-            put(|Path(id): Path<String>, ApiJson(v): ApiJson<serde_json::Value>| async move {
-                format!("{id} {v}")
-            })
+            put(
+                |Path(id): Path<String>, ApiJson(v): ApiJson<serde_json::Value>| async move {
+                    format!("{id} {v}")
+                },
+            )
             .get(|Path(id): Path<u64>| async move { id.to_string() }),
         )
-        .route("/raw", post(|body: Bytes| async move { body.len().to_string() }))
+        .route(
+            "/raw",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
         .route("/only-get", get(|| async { "ok" }));
     let openapi = utoipa::openapi::OpenApiBuilder::new().build();
     runtime.serve(app, openapi).await.unwrap()
@@ -32,9 +37,12 @@ async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String, S
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut got))
-        .await
-        .expect("an answer within 10 s");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut got),
+    )
+    .await
+    .expect("an answer within 10 s");
     let text = String::from_utf8_lossy(&got).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
     let status = head[9..12].parse().unwrap();
@@ -55,7 +63,9 @@ fn check(answer: &(u16, String, String), status: u16, code: &str) {
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: not JSON: {body:?}"));
     assert_eq!(v["error"]["code"], code, "{body}");
     assert!(
-        v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{body}"
     );
 }
@@ -77,14 +87,29 @@ async fn every_rejection_is_in_the_error_shape() {
     // A path parameter that is not UTF-8, and one that is not a number.
     let a = exchange(addr, &req(&format!("PUT /things/%FF%FE HTTP/1.1\n{close}\nContent-Type: application/json\nContent-Length: 2\n\n"), b"{}")).await;
     check(&a, 400, "invalid_parameter");
-    let a = exchange(addr, &req(&format!("GET /things/abc HTTP/1.1\n{close}\n\n"), b"")).await;
+    let a = exchange(
+        addr,
+        &req(&format!("GET /things/abc HTTP/1.1\n{close}\n\n"), b""),
+    )
+    .await;
     check(&a, 400, "invalid_parameter");
 
     // 405 names the methods the path takes.
-    let a = exchange(addr, &req(&format!("DELETE /only-get HTTP/1.1\n{close}\n\n"), b"")).await;
+    let a = exchange(
+        addr,
+        &req(&format!("DELETE /only-get HTTP/1.1\n{close}\n\n"), b""),
+    )
+    .await;
     check(&a, 405, "method_not_allowed");
     assert!(a.1.contains("allow: get,head"), "{}", a.1);
-    let a = exchange(addr, &req(&format!("POST /health HTTP/1.1\n{close}\nContent-Length: 0\n\n"), b"")).await;
+    let a = exchange(
+        addr,
+        &req(
+            &format!("POST /health HTTP/1.1\n{close}\nContent-Length: 0\n\n"),
+            b"",
+        ),
+    )
+    .await;
     check(&a, 405, "method_not_allowed");
 
     // Over the limit: announced, and chunked (no Content-Length), through ApiJson and Bytes.
@@ -105,9 +130,22 @@ async fn every_rejection_is_in_the_error_shape() {
     check(&a, 400, "bad_request");
 
     // An unknown path, and the answers that were JSON already, stay as they were.
-    let a = exchange(addr, &req(&format!("GET /nowhere HTTP/1.1\n{close}\n\n"), b"")).await;
+    let a = exchange(
+        addr,
+        &req(&format!("GET /nowhere HTTP/1.1\n{close}\n\n"), b""),
+    )
+    .await;
     check(&a, 404, "not_found");
-    let a = exchange(addr, &req(&format!("PUT /things/x HTTP/1.1\n{close}\nContent-Type: text/plain\nContent-Length: 2\n\n"), b"{}")).await;
+    let a = exchange(
+        addr,
+        &req(
+            &format!(
+                "PUT /things/x HTTP/1.1\n{close}\nContent-Type: text/plain\nContent-Length: 2\n\n"
+            ),
+            b"{}",
+        ),
+    )
+    .await;
     check(&a, 415, "unsupported_media_type");
 
     shutdown.cancel();

@@ -28,7 +28,10 @@ async fn ready(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
     let mut got = String::new();
     stream.read_to_string(&mut got).await.unwrap();
     let (head, body) = got.split_once("\r\n\r\n").unwrap();
-    (head[9..12].parse().unwrap(), serde_json::from_str(body).unwrap())
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap(),
+    )
 }
 
 /// Polls `/ready` until `done` holds (at most 10 s) and returns the last answer.
@@ -52,10 +55,12 @@ async fn ready_is_false_while_the_broker_cannot_be_reached() {
     let shutdown = CancellationToken::new();
     // Nothing listens on port 1 of loopback.
     let server = start("127.0.0.1:1", dir.path(), shutdown.clone()).await;
-    let (status, body) = until(server.addr, |_, b| b["checks"]["broker"]["reason"]
-        .as_str()
-        .is_some_and(|r| r.contains("cannot reach"))
-        && b["checks"]["database"]["ready"] == true)
+    let (status, body) = until(server.addr, |_, b| {
+        b["checks"]["broker"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot reach"))
+            && b["checks"]["database"]["ready"] == true
+    })
     .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["ready"], false, "{body}");

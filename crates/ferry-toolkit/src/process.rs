@@ -219,7 +219,6 @@ impl Processor {
         }
     }
 
-
     /// The retry policy (exactly-once mode also paces transaction retries with it).
     pub(crate) fn retry(&self) -> &RetryPolicy {
         &self.retry

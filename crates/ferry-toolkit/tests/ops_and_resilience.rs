@@ -100,8 +100,9 @@ async fn startup_waits_for_the_broker_and_ops_endpoints_tell_the_state() -> anyh
     );
     let (status, metrics) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    let handled =
-        format!("ferry_messages_handled_total{{service=\"ops-test\",group=\"{group}\",topic=\"{topic}\",type=\"test.greeting\"}} 1");
+    let handled = format!(
+        "ferry_messages_handled_total{{service=\"ops-test\",group=\"{group}\",topic=\"{topic}\",type=\"test.greeting\"}} 1"
+    );
     assert!(metrics.contains(&handled), "{metrics}");
     assert!(metrics.contains(&format!("ferry_handler_duration_seconds_bucket{{service=\"ops-test\",group=\"{group}\",topic=\"{topic}\",type=\"test.greeting\",le=\"0.001\"}}")));
     handle.shutdown().await;

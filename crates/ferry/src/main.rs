@@ -161,7 +161,8 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// The broker list a tool used, as clap resolved it: `--brokers`, else `FERRY_BROKERS`, else the
 /// default.
 fn brokers_arg() -> String {
-    let mut args = std::env::args().skip_while(|a| a != "--brokers" && !a.starts_with("--brokers="));
+    let mut args =
+        std::env::args().skip_while(|a| a != "--brokers" && !a.starts_with("--brokers="));
     match args.next() {
         Some(a) if a.starts_with("--brokers=") => a["--brokers=".len()..].to_string(),
         Some(_) => args.next().unwrap_or_default(),

@@ -273,9 +273,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .service
         .start(config, &upstreams, shutdown.clone())
         .await
-        .map_err(|e| {
-            crate::serve::port_hint(e, "Pick another with --port (0 picks a free one)")
-        })?;
+        .map_err(|e| crate::serve::port_hint(e, "Pick another with --port (0 picks a free one)"))?;
     println!("{} listening on http://{}", handle.name, handle.addr);
     crate::serve::shutdown_signal().await?;
     if !crate::serve::stop_services(args.grace.grace(), &shutdown, vec![handle]).await? {

@@ -71,7 +71,15 @@ fn tools_that_cannot_reach_a_broker_name_it_and_say_what_to_start() {
 fn an_unknown_topic_config_is_named_with_the_valid_keys() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, text) = run(
-        &["topics", "create", "t", "--config", "foo=bar", "--brokers", "127.0.0.1:1"],
+        &[
+            "topics",
+            "create",
+            "t",
+            "--config",
+            "foo=bar",
+            "--brokers",
+            "127.0.0.1:1",
+        ],
         dir.path(),
         None,
     );
@@ -88,7 +96,16 @@ fn data_pointing_at_a_file_says_so() {
     let (ok, up) = run(&["up", "--free-ports", "--data", file], dir.path(), None);
     assert!(!ok);
     let (ok, one) = run(
-        &["run", "customers", "--port", "0", "--data", file, "--brokers", "127.0.0.1:1"],
+        &[
+            "run",
+            "customers",
+            "--port",
+            "0",
+            "--data",
+            file,
+            "--brokers",
+            "127.0.0.1:1",
+        ],
         dir.path(),
         None,
     );
@@ -120,7 +137,11 @@ fn a_taken_port_is_named_with_what_to_do() {
     let data = dir.path().join("up");
     // Held here, or by something else already: the same message follows.
     let _held = std::net::TcpListener::bind("127.0.0.1:9092");
-    let (ok, up) = run(&["up", "--data", data.to_str().unwrap()], dir.path(), Some(9092));
+    let (ok, up) = run(
+        &["up", "--data", data.to_str().unwrap()],
+        dir.path(),
+        Some(9092),
+    );
     assert!(!ok);
     insta::assert_snapshot!(format!("ferry run\n{text}\nferry up\n{up}"));
     drop(taken);
@@ -154,7 +175,15 @@ fn a_closed_pipe_ends_the_tool_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let broker = ChildBroker::start(dir.path(), &[]);
     let status = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["topics", "create", "test", "--partitions", "4", "--brokers", &broker.addr])
+        .args([
+            "topics",
+            "create",
+            "test",
+            "--partitions",
+            "4",
+            "--brokers",
+            &broker.addr,
+        ])
         .stdout(Stdio::null())
         .status()
         .unwrap();

@@ -343,12 +343,19 @@ fn raw(addr: &str, head: &str, body: &[u8]) -> (u16, String, String) {
     let (head, rest) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no whole head from {addr}: {response:?}"));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_owned()
     };
-    (head[9..12].parse().unwrap(), head.to_ascii_lowercase(), body)
+    (
+        head[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body,
+    )
 }
 
 #[track_caller]
@@ -363,7 +370,9 @@ fn check_shape(what: &str, got: &(u16, String, String), status: u16, code: &str)
         .unwrap_or_else(|e| panic!("{what}: {e}: not JSON: {:?}", got.2));
     assert_eq!(v["error"]["code"], code, "{what}: {}", got.2);
     assert!(
-        v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{what}: {}",
         got.2
     );
@@ -394,7 +403,12 @@ fn every_service_answers_every_rejection_in_one_error_shape() {
     for (name, addr) in &up.services {
         // 405, with the methods the path takes.
         let got = raw(addr, "DELETE /health HTTP/1.1", b"");
-        check_shape(&format!("{name}: DELETE /health"), &got, 405, "method_not_allowed");
+        check_shape(
+            &format!("{name}: DELETE /health"),
+            &got,
+            405,
+            "method_not_allowed",
+        );
         assert!(got.1.contains("\r\nallow: get,head"), "{name}: {}", got.1);
         // A Content-Type with a control character (hyper refuses the head itself).
         let got = raw(
@@ -402,34 +416,61 @@ fn every_service_answers_every_rejection_in_one_error_shape() {
             "POST /health HTTP/1.1\r\ncontent-type: application/json\x01\r\ncontent-length: 2",
             b"{}",
         );
-        check_shape(&format!("{name}: control character"), &got, 400, "bad_request");
+        check_shape(
+            &format!("{name}: control character"),
+            &got,
+            400,
+            "bad_request",
+        );
         let Some((method, prefix)) = param_route(name) else {
             continue;
         };
         // A path parameter that is not UTF-8.
         let got = raw(
             addr,
-            &format!("{method} {prefix}%FF%FE HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 2"),
+            &format!(
+                "{method} {prefix}%FF%FE HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 2"
+            ),
             b"{}",
         );
-        check_shape(&format!("{name}: {method} {prefix}%FF%FE"), &got, 400, "invalid_parameter");
+        check_shape(
+            &format!("{name}: {method} {prefix}%FF%FE"),
+            &got,
+            400,
+            "invalid_parameter",
+        );
         // A body over the limit, announced and chunked.
         let got = raw(
             addr,
-            &format!("{method} {prefix}1 HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: {}", big.len()),
+            &format!(
+                "{method} {prefix}1 HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: {}",
+                big.len()
+            ),
             &big,
         );
-        check_shape(&format!("{name}: announced body over the limit"), &got, 413, "payload_too_large");
+        check_shape(
+            &format!("{name}: announced body over the limit"),
+            &got,
+            413,
+            "payload_too_large",
+        );
         if method != "GET" {
             let mut chunked = format!("{:x}\r\n", big.len()).into_bytes();
             chunked.extend_from_slice(&big);
             chunked.extend_from_slice(b"\r\n0\r\n\r\n");
             let got = raw(
                 addr,
-                &format!("{method} {prefix}1 HTTP/1.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked"),
+                &format!(
+                    "{method} {prefix}1 HTTP/1.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked"
+                ),
                 &chunked,
             );
-            check_shape(&format!("{name}: chunked body over the limit"), &got, 413, "payload_too_large");
+            check_shape(
+                &format!("{name}: chunked body over the limit"),
+                &got,
+                413,
+                "payload_too_large",
+            );
         }
     }
     up.stop_cleanly();
@@ -492,8 +533,13 @@ fn a_second_ctrl_c_exits_at_once() {
         &["--brokers", "127.0.0.1:1", "--shutdown-grace", "60"],
     );
     let body = serde_json::json!({ "name": "x", "code": "SECOND", "active": true }).to_string();
-    let (status, _) = http("POST", up.addr("courses-producer"), "/api/v1/courses", Some(&body))
-        .expect("POST a course");
+    let (status, _) = http(
+        "POST",
+        up.addr("courses-producer"),
+        "/api/v1/courses",
+        Some(&body),
+    )
+    .expect("POST a course");
     assert_eq!(status, 201);
     let pid = up.process.child.id().to_string();
     let kill = || {
@@ -533,9 +579,18 @@ fn each_service_exposes_only_its_own_metrics_with_a_service_label() {
     // The producer's relay published the course; the consumer handled it and reports its lag
     // by group, topic and partition.
     let wanted = [
-        ("courses-producer", "ferry_outbox_published_total{service=\"courses-producer\"} "),
-        ("courses-consumer", "ferry_messages_handled_total{service=\"courses-consumer\",group=\""),
-        ("courses-consumer", "ferry_consumer_lag_messages{service=\"courses-consumer\",group=\""),
+        (
+            "courses-producer",
+            "ferry_outbox_published_total{service=\"courses-producer\"} ",
+        ),
+        (
+            "courses-consumer",
+            "ferry_messages_handled_total{service=\"courses-consumer\",group=\"",
+        ),
+        (
+            "courses-consumer",
+            "ferry_consumer_lag_messages{service=\"courses-consumer\",group=\"",
+        ),
     ];
     for (service, series) in wanted {
         let mut last = String::new();
@@ -558,7 +613,10 @@ fn each_service_exposes_only_its_own_metrics_with_a_service_label() {
     for (name, addr) in &up.services {
         let (status, page) = get(addr, "/metrics");
         assert_eq!(status, 200, "{name}");
-        for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in page
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             assert!(
                 line.contains(&format!("service=\"{name}\"")),
                 "{name} /metrics shows another's series: {line}"
@@ -575,9 +633,15 @@ fn every_service_serves_its_docs_and_a_spec_with_parameters_and_error_answers() 
     for (name, addr) in &up.services {
         let (status, page) = get(addr, "/docs");
         assert_eq!(status, 200, "{name} /docs");
-        assert!(page.contains("openapi.json"), "{name} /docs renders the spec");
+        assert!(
+            page.contains("openapi.json"),
+            "{name} /docs renders the spec"
+        );
         // Self-contained: nothing is loaded from another origin.
-        assert!(!page.contains("src=\"http"), "{name} /docs loads from a CDN");
+        assert!(
+            !page.contains("src=\"http"),
+            "{name} /docs loads from a CDN"
+        );
         let (status, spec) = get(addr, "/openapi.json");
         assert_eq!(status, 200, "{name}");
         let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
@@ -594,8 +658,12 @@ fn every_service_serves_its_docs_and_a_spec_with_parameters_and_error_answers() 
                     })
                     .unwrap_or_default();
                 for segment in path.split('/') {
-                    if let Some(param) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                        assert!(declared.contains(&param), "{name}: {method} {path} lacks {param}");
+                    if let Some(param) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}'))
+                    {
+                        assert!(
+                            declared.contains(&param),
+                            "{name}: {method} {path} lacks {param}"
+                        );
                     }
                 }
                 for status in ["400", "404", "500", "503"] {

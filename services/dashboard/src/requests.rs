@@ -157,12 +157,10 @@ pub(crate) async fn invoice(
         .enumerate()
         .map(|(n, l)| line(n, l))
         .collect::<Result<Vec<_>, _>>()?;
-    send(&state, GENERATE_INVOICE, |request_id| {
-        GenerateInvoice {
-            request_id,
-            customer,
-            items,
-        }
+    send(&state, GENERATE_INVOICE, |request_id| GenerateInvoice {
+        request_id,
+        customer,
+        items,
     })
     .await
 }
@@ -176,11 +174,9 @@ pub(crate) async fn score(
     ApiJson(request): ApiJson<ScoreRequest>,
 ) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
     let customer = customer(request.customer)?;
-    send(&state, CALCULATE_SCORE, |request_id| {
-        CalculateScore {
-            request_id,
-            customer,
-        }
+    send(&state, CALCULATE_SCORE, |request_id| CalculateScore {
+        request_id,
+        customer,
     })
     .await
 }

@@ -437,8 +437,11 @@ async fn parked_outbox_row_is_shown_with_the_dead_letters() {
 async fn raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("{}\r\nConnection: close\r\n\r\n", head.replace('\n', "\r\n"))
-        .into_bytes();
+    let mut request = format!(
+        "{}\r\nConnection: close\r\n\r\n",
+        head.replace('\n', "\r\n")
+    )
+    .into_bytes();
     request.extend_from_slice(body);
     stream.write_all(&request).await.unwrap();
     let mut got = Vec::new();
@@ -452,7 +455,11 @@ async fn raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, Strin
         (Some(a), Some(b)) => body[a..=b].to_string(),
         _ => body.to_string(),
     };
-    (head[9..12].parse().unwrap(), head.to_ascii_lowercase(), body)
+    (
+        head[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body,
+    )
 }
 
 #[track_caller]
@@ -490,15 +497,30 @@ async fn the_gateway_refuses_dot_segments_encoded_slashes_and_rebindable_hosts()
 
     // A page whose DNS name was rebound to this machine is refused; the address itself and
     // localhost are served.
-    let got = raw(addr, "GET /api/ferry/topics HTTP/1.1\nHost: evil.example:8000", b"").await;
+    let got = raw(
+        addr,
+        "GET /api/ferry/topics HTTP/1.1\nHost: evil.example:8000",
+        b"",
+    )
+    .await;
     check_shape(&got, 403, "forbidden");
     let got = raw(addr, "GET /api/v1/courses HTTP/1.1\nHost: localhost", b"").await;
     assert_eq!(got.0, 418, "forwarded: {}", got.2);
-    let got = raw(addr, &format!("GET /api/v1/courses/7 HTTP/1.1\n{host}"), b"").await;
+    let got = raw(
+        addr,
+        &format!("GET /api/v1/courses/7 HTTP/1.1\n{host}"),
+        b"",
+    )
+    .await;
     assert_eq!(got.0, 418, "forwarded: {}", got.2);
 
     // The gateway's and the dashboard API's own rejections are in the error shape too.
-    let got = raw(addr, &format!("GET /api/ferry/invoices HTTP/1.1\n{host}"), b"").await;
+    let got = raw(
+        addr,
+        &format!("GET /api/ferry/invoices HTTP/1.1\n{host}"),
+        b"",
+    )
+    .await;
     check_shape(&got, 405, "method_not_allowed");
     assert!(got.1.contains("\r\nallow: post"), "{}", got.1);
     let big = vec![b'x'; ferry_service::fields::MAX_BODY_BYTES + 1];
@@ -512,7 +534,12 @@ async fn the_gateway_refuses_dot_segments_encoded_slashes_and_rebindable_hosts()
     )
     .await;
     check_shape(&got, 413, "payload_too_large");
-    let got = raw(addr, &format!("GET /api/ferry/traces/%FF%FE HTTP/1.1\n{host}"), b"").await;
+    let got = raw(
+        addr,
+        &format!("GET /api/ferry/traces/%FF%FE HTTP/1.1\n{host}"),
+        b"",
+    )
+    .await;
     check_shape(&got, 400, "invalid_parameter");
     drop(d.harness);
 }
@@ -547,7 +574,10 @@ async fn with_the_broker_down_ready_is_false_and_a_request_fails_fast() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("127.0.0.1:1"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:1"),
         "{body}"
     );
     assert!(

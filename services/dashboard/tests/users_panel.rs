@@ -34,7 +34,10 @@ async fn a_rejected_sign_up_is_shown_rejected_with_its_reason() {
         .text()
         .await
         .unwrap();
-    assert!(script.contains("/svc/users-consumer/tasks/"), "the page asks for outcomes");
+    assert!(
+        script.contains("/svc/users-consumer/tasks/"),
+        "the page asks for outcomes"
+    );
 
     let email = format!("twice-{}@example.com", std::process::id());
     let mut tasks = Vec::new();
@@ -52,13 +55,22 @@ async fn a_rejected_sign_up_is_shown_rejected_with_its_reason() {
         http.until(&path, |s, _| s == StatusCode::OK).await;
     }
     let first = http
-        .until(&format!("/svc/users-consumer/tasks/{}", tasks[0]), |s, _| s == StatusCode::OK)
+        .until(
+            &format!("/svc/users-consumer/tasks/{}", tasks[0]),
+            |s, _| s == StatusCode::OK,
+        )
         .await;
     assert_eq!(first["outcome"], "created", "{first}");
     let second = http
-        .until(&format!("/svc/users-consumer/tasks/{}", tasks[1]), |s, _| s == StatusCode::OK)
+        .until(
+            &format!("/svc/users-consumer/tasks/{}", tasks[1]),
+            |s, _| s == StatusCode::OK,
+        )
         .await;
     assert_eq!(second["outcome"], "rejected", "{second}");
     let reason = second["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("email"), "the reason names the problem: {second}");
+    assert!(
+        reason.contains("email"),
+        "the reason names the problem: {second}"
+    );
 }

@@ -329,9 +329,10 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
             }
             let now_ms = now_millis();
             for (_, created_at) in &outcome.sent {
-                metrics::outbox_published(publisher.service(), Duration::from_millis(
-                    u64::try_from(now_ms - created_at).unwrap_or(0),
-                ));
+                metrics::outbox_published(
+                    publisher.service(),
+                    Duration::from_millis(u64::try_from(now_ms - created_at).unwrap_or(0)),
+                );
             }
             match outcome.failed {
                 None => {
