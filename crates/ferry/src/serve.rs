@@ -208,8 +208,13 @@ pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
     run_until_signal(handle).await
 }
 
+/// Where `ferry up` serves the built-in broker's `/metrics` (the Prometheus Kafka exporter's
+/// customary port).
+const BROKER_METRICS_PORT: u16 = 9308;
+
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let broker_ops_stop = tokio_util::sync::CancellationToken::new();
     data_dir(&args.data)?;
     let broker = match &args.brokers {
         Some(_) => None,
@@ -225,6 +230,37 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             }))
             .await?,
         ),
+    };
+    // The built-in broker's own /metrics (and /health), on its own port: its series carry
+    // `service="broker"` and no service's /metrics shows them.
+    let broker_ops = match &broker {
+        Some(_) => {
+            let port = if args.free_ports {
+                0
+            } else {
+                BROKER_METRICS_PORT
+            };
+            let config = ServiceConfig::new("", &args.data, port);
+            let openapi = utoipa::openapi::OpenApiBuilder::new().build();
+            Some(
+                ferry_service::serve(
+                    "broker",
+                    &config,
+                    axum::Router::new(),
+                    ferry_toolkit::ops::Health::new(),
+                    openapi,
+                    broker_ops_stop.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    port_hint(
+                        anyhow::Error::new(e).context("cannot serve the broker's metrics"),
+                        "Stop what holds it, or run `ferry up --free-ports` to put everything on free ports",
+                    )
+                })?,
+            )
+        }
+        None => None,
     };
     let brokers = args.brokers.clone().unwrap_or_else(|| {
         broker
@@ -272,10 +308,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     writeln!(stdout)?;
     writeln!(stdout, "  {:<18} {:<24} TRY", "SERVICE", "ADDRESS")?;
-    let broker_note = if broker.is_some() {
-        "built-in Kafka-protocol broker"
-    } else {
-        "external Kafka cluster"
+    let broker_note = match &broker_ops {
+        Some(ops) => format!(
+            "built-in Kafka-protocol broker, metrics at http://{}/metrics",
+            ops.addr
+        ),
+        None => "external Kafka cluster".to_owned(),
     };
     writeln!(stdout, "  {:<18} {:<24} {}", "broker", brokers, broker_note)?;
     for (service, handle) in &services {
@@ -298,6 +336,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let handles = services.into_iter().map(|(_, handle)| handle).collect();
     let all_stopped = stop_services(args.grace.grace(), &shutdown, handles).await?;
+    broker_ops_stop.cancel();
     if let Some(broker) = broker {
         broker.shutdown().await.context("broker shutdown")?;
     }

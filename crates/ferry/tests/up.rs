@@ -34,6 +34,8 @@ struct Up {
     services: Vec<(String, String)>,
     /// The broker's row.
     broker: String,
+    /// The built-in broker's `/metrics` address (`127.0.0.1:PORT`), from its row.
+    broker_metrics: String,
 }
 
 impl Up {
@@ -55,6 +57,7 @@ impl Up {
             start_secs: f64::NAN,
             services: Vec::new(),
             broker: String::new(),
+            broker_metrics: String::new(),
         };
         up.read_table();
         up
@@ -103,7 +106,12 @@ impl Up {
             }
             match fields.as_slice() {
                 [] => break,
-                ["broker", addr, ..] => self.broker = (*addr).to_owned(),
+                ["broker", addr, rest @ ..] => {
+                    self.broker = (*addr).to_owned();
+                    if let Some(url) = rest.iter().find_map(|f| f.strip_prefix("http://")) {
+                        self.broker_metrics = url.trim_end_matches("/metrics").to_owned();
+                    }
+                }
                 [name, addr, ..] => self.services.push(((*name).to_owned(), (*addr).to_owned())),
                 _ => panic!("unexpected row in the URL table: {line:?}"),
             }
@@ -676,5 +684,43 @@ fn every_service_serves_its_docs_and_a_spec_with_parameters_and_error_answers() 
             }
         }
     }
+    up.stop_cleanly();
+}
+
+#[test]
+fn the_broker_has_its_own_metrics() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let up = Up::start(data.path());
+    assert!(
+        !up.broker_metrics.is_empty(),
+        "no metrics URL in the broker row"
+    );
+    let code = format!("BRK-{}", std::process::id());
+    let id = create_course(&up, "Broker metrics", &code);
+    await_consumed(&up, &id, &code);
+    let (status, page) = get(&up.broker_metrics, "/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "ferry_broker_requests_total{service=\"broker\",api=\"Produce\"} ",
+        "ferry_broker_requests_total{service=\"broker\",api=\"Fetch\"} ",
+        "ferry_broker_request_duration_seconds_bucket{service=\"broker\",api=\"Produce\",le=\"0.001\"} ",
+        "ferry_broker_received_bytes_total{service=\"broker\"} ",
+        "ferry_broker_sent_bytes_total{service=\"broker\"} ",
+        "ferry_broker_connections{service=\"broker\"} ",
+    ] {
+        assert!(
+            page.contains(series),
+            "broker /metrics lacks {series}:\n{page}"
+        );
+    }
+    // Only the broker's series; and no service shows the broker's.
+    for line in page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(line.contains("service=\"broker\""), "{line}");
+    }
+    let (_, courses) = get(up.addr("courses-producer"), "/metrics");
+    assert!(!courses.contains("ferry_broker_"), "{courses}");
     up.stop_cleanly();
 }

@@ -67,6 +67,12 @@ const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Histogram buckets for the broker's request latencies, in seconds: 100 µs to 10 s.
+const BROKER_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
@@ -83,6 +89,9 @@ pub fn install() -> PrometheusHandle {
                 )
                 .expect("buckets are not empty")
                 .set_buckets_for_metric(Matcher::Full(OUTBOX_DELAY.to_owned()), DURATION_BUCKETS)
+                .expect("buckets are not empty")
+                // The broker's request latencies (an in-process broker under `ferry up`).
+                .set_buckets_for_metric(Matcher::Prefix("ferry_broker_".to_owned()), BROKER_BUCKETS)
                 .expect("buckets are not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -174,26 +183,45 @@ pub(crate) fn outbox_parked(service: &'static str, topic: &str) {
 pub fn only_service(page: &str, service: &str) -> String {
     let wanted = format!("service=\"{service}\"");
     let mut out = String::new();
+    // The comment lines of the metric whose samples follow; cleared when the next metric's
+    // comments start (after any sample of this one).
     let mut comments: Vec<&str> = Vec::new();
-    let mut comments_used = false;
+    let mut after_samples = false;
+    let mut comments_written = false;
     for line in page.lines() {
         if line.starts_with('#') {
-            if comments_used {
+            if after_samples {
                 comments.clear();
-                comments_used = false;
+                after_samples = false;
+                comments_written = false;
             }
             comments.push(line);
-        } else if line.contains(&wanted) {
-            if !comments_used {
+            continue;
+        }
+        after_samples = true;
+        if line.contains(&wanted) {
+            if !comments_written {
                 for c in &comments {
                     out.push_str(c);
                     out.push('\n');
                 }
-                comments_used = true;
+                comments_written = true;
             }
             out.push_str(line);
             out.push('\n');
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_service_sees_its_own_series_and_their_comments_only() {
+        let page = "# TYPE a counter\na{service=\"x\"} 1\na{service=\"y\"} 2\n# TYPE b gauge\nb{service=\"y\"} 3\n# HELP c help\n# TYPE c counter\nc{service=\"x\",t=\"1\"} 4\n";
+        assert_eq!(
+            super::only_service(page, "x"),
+            "# TYPE a counter\na{service=\"x\"} 1\n# HELP c help\n# TYPE c counter\nc{service=\"x\",t=\"1\"} 4\n"
+        );
+    }
 }
