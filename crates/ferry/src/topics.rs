@@ -188,7 +188,8 @@ mod tests {
     #[test]
     fn config_entries_split_at_the_first_equals_sign() {
         check("retention.ms=1000", Ok(("retention.ms", "1000")));
-        check("a=b=c", Ok(("a", "b=c")));
+        check("compression.type=a=b", Ok(("compression.type", "a=b")));
+        check("foo=bar", Err(()));
         check("cleanup.policy=", Ok(("cleanup.policy", "")));
         check("=x", Err(()));
         check("novalue", Err(()));
