@@ -45,6 +45,10 @@ pub struct BrokerArgs {
     /// `log.cleaner.backoff.ms`).
     #[arg(long, default_value_t = defaults().cleaner_check_interval.as_millis() as u64)]
     log_cleaner_backoff_ms: u64,
+    /// Serve the broker's Prometheus `/metrics` (and `/health`) on this address; port 0 picks a
+    /// free one (the "metrics on" line tells which).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl BrokerArgs {
@@ -199,13 +203,43 @@ pub async fn stop_services(
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let metrics_listen = args.metrics_listen;
     let handle = start(args.into_config()).await?;
+    let stop_ops = tokio_util::sync::CancellationToken::new();
+    let ops = match metrics_listen {
+        Some(addr) => {
+            let mut config = ServiceConfig::new("", "", addr.port());
+            config.host = addr.ip();
+            let openapi = utoipa::openapi::OpenApiBuilder::new().build();
+            let ops = ferry_service::serve(
+                "broker",
+                &config,
+                axum::Router::new(),
+                ferry_toolkit::ops::Health::new(),
+                openapi,
+                stop_ops.clone(),
+            )
+            .await
+            .context("cannot serve the broker's metrics")?;
+            Some(ops)
+        }
+        None => None,
+    };
     // Tests and scripts read this exact line to learn the port when listening on port 0.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "ferry broker listening on {}", handle.local_addr())?;
+    if let Some(ops) = &ops {
+        writeln!(
+            stdout,
+            "ferry broker metrics on http://{}/metrics",
+            ops.addr
+        )?;
+    }
     stdout.flush()?;
     drop(stdout);
-    run_until_signal(handle).await
+    let stopped = run_until_signal(handle).await;
+    stop_ops.cancel();
+    stopped
 }
 
 /// Where `ferry up` serves the built-in broker's `/metrics` (the Prometheus Kafka exporter's
