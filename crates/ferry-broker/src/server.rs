@@ -161,6 +161,8 @@ async fn connection(
     _slot: OwnedSemaphorePermit,
 ) {
     tracing::debug!(%peer, "connection opened");
+    let open = metrics::gauge!(CONNECTIONS, "service" => "broker");
+    open.increment(1.0);
     let (rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let activity = Arc::new(Activity::new());
@@ -198,6 +200,7 @@ async fn connection(
     }
     drop(tx);
     let _ = writer.await;
+    open.decrement(1.0);
     tracing::debug!(%peer, "connection closed");
 }
 
@@ -302,8 +305,31 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(Some(buf.freeze()))
 }
 
+/// Open client connections (`service="broker"`, as every broker series).
+pub const CONNECTIONS: &str = "ferry_broker_connections";
+/// Requests answered, by API.
+pub const REQUESTS: &str = "ferry_broker_requests_total";
+/// Time from a request's decoding to its encoded answer, by API (Produce includes the fsync
+/// `acks=all` waits for; Fetch includes its long-poll wait).
+pub const REQUEST_DURATION: &str = "ferry_broker_request_duration_seconds";
+/// Request bytes read, frames included.
+pub const RECEIVED_BYTES: &str = "ferry_broker_received_bytes_total";
+/// Response bytes written.
+pub const SENT_BYTES: &str = "ferry_broker_sent_bytes_total";
+
+/// Counts one answered request of `api` that took `took` and answered `sent` bytes.
+fn record(api: ApiKey, took: Duration, sent: usize) {
+    let api = format!("{api:?}");
+    metrics::counter!(REQUESTS, "service" => "broker", "api" => api.clone()).increment(1);
+    metrics::histogram!(REQUEST_DURATION, "service" => "broker", "api" => api)
+        .record(took.as_secs_f64());
+    metrics::counter!(SENT_BYTES, "service" => "broker").increment(sent as u64);
+}
+
 /// Decode a frame and start its handler. Errors close the connection.
 fn dispatch(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pending, FrameError> {
+    metrics::counter!(RECEIVED_BYTES, "service" => "broker").increment(frame.len() as u64 + 4);
+    let started = std::time::Instant::now();
     let pre = codec::preamble(&frame)?;
     let api = ApiKey::try_from(pre.api_key).map_err(|_| DecodeError::UnknownApiKey(pre.api_key))?;
     if !versions::is_supported(api, pre.api_version) {
@@ -332,7 +358,10 @@ fn dispatch(shared: &Arc<Shared>, frame: Bytes, peer: SocketAddr) -> Result<Pend
     Ok(Box::pin(async move {
         let body = reply.await?;
         match codec::encode_response(api, version, correlation_id, &body) {
-            Ok(bytes) => Some(bytes),
+            Ok(bytes) => {
+                record(api, started.elapsed(), bytes.len());
+                Some(bytes)
+            }
             Err(e) => {
                 // Encoding our own response failed: a bug. Answer nothing; the client times out
                 // and reconnects, which is better than a half-written frame.

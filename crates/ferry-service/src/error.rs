@@ -23,6 +23,12 @@ pub enum ErrorCode {
     InvalidField,
     /// A query or path parameter is invalid.
     InvalidParameter,
+    /// The request itself is malformed (a header, the URL's encoding).
+    BadRequest,
+    /// The request's `Host` is not one this server answers to (see `edge`).
+    Forbidden,
+    /// The path exists but not with this method; the answer's `Allow` header lists those it takes.
+    MethodNotAllowed,
     /// No such resource.
     NotFound,
     /// The request conflicts with existing state (duplicate code or email).
@@ -46,6 +52,9 @@ impl ErrorCode {
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
             ErrorCode::RuleViolated => "rule_violated",
@@ -59,7 +68,11 @@ impl ErrorCode {
     /// The HTTP status that goes with the code.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidBody | ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody | ErrorCode::InvalidParameter | ErrorCode::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::InvalidField | ErrorCode::RuleViolated => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
@@ -119,6 +132,99 @@ impl ApiError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error answering a request");
         Self::new(ErrorCode::Internal, "internal error; see the service log")
+    }
+}
+
+/// Puts every error answer in the JSON contract: axum's own rejections (a path parameter that is
+/// not UTF-8 or not a number, a 405, a body over the limit read by `Bytes`, a header it cannot
+/// read) answer in plain text or with no body at all; this rewrites any 4xx or 5xx whose body is
+/// not JSON into `{"error":{"code","message"}}`, keeping its status and headers (`Allow`,
+/// `Retry-After`). [`crate::serve`] applies it to every service, so handlers and extractors need
+/// not remember to. A 5xx's text is logged, never sent.
+pub async fn json_errors(response: Response) -> Response {
+    use axum::http::header;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.split(';').next().unwrap_or("").trim();
+            ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json")
+        });
+    if json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let error = ApiError::for_status(status, text);
+    let mut out = error.into_response();
+    *out.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+impl ApiError {
+    /// The error for an answer that only had a status and maybe a plain-text reason.
+    pub fn for_status(status: StatusCode, text: String) -> ApiError {
+        let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+        let or_reason = |text: String| {
+            if text.is_empty() {
+                reason.clone()
+            } else {
+                text
+            }
+        };
+        match status {
+            StatusCode::BAD_REQUEST if text.starts_with("Invalid URL") || text.contains("path") => {
+                ApiError::new(ErrorCode::InvalidParameter, text)
+            }
+            StatusCode::BAD_REQUEST => ApiError::new(
+                ErrorCode::BadRequest,
+                if text.is_empty() {
+                    "the request is malformed (a header or the URL cannot be read)".to_string()
+                } else {
+                    text
+                },
+            ),
+            StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, or_reason(text)),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "this path does not take this method; the Allow header lists those it takes",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the request body is larger than {} bytes",
+                    crate::fields::MAX_BODY_BYTES
+                ),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ApiError::new(ErrorCode::UnsupportedMediaType, or_reason(text))
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ApiError::new(ErrorCode::InvalidBody, or_reason(text))
+            }
+            StatusCode::CONFLICT => ApiError::new(ErrorCode::Conflict, or_reason(text)),
+            StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::GATEWAY_TIMEOUT => ApiError::new(ErrorCode::Unavailable, or_reason(text)),
+            s if s.is_server_error() => {
+                tracing::error!(status = %s, error = %text, "internal error answering a request");
+                ApiError::new(ErrorCode::Internal, "internal error; see the service log")
+            }
+            _ => ApiError::new(ErrorCode::BadRequest, or_reason(text)),
+        }
     }
 }
 

@@ -17,15 +17,20 @@
 //! binary runs one (`ferry run <service>`) or all of them (`ferry up`) that way.
 
 pub mod asyncapi;
+pub mod edge;
 mod error;
 pub mod fields;
+pub mod openapi;
+pub mod ready;
 mod runtime;
 mod server;
 
-pub use error::{ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, limit};
+pub use error::{
+    ApiError, ApiJson, ApiQuery, DEFAULT_LIMIT, ErrorCode, MAX_LIMIT, json_errors, limit,
+};
 pub use runtime::{ASYNCAPI_PATH, PARKED_PATH, ParkedRows, Runtime, StartError, Transport};
 pub use server::{
-    CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle,
+    CAP_REACHED, CONNECTIONS, CONNECTIONS_CLOSED, HttpLimits, ServiceHandle, Stage,
     raise_open_files_limit, serve,
 };
 
@@ -83,5 +88,19 @@ impl ServiceConfig {
             service,
         )
         .await
+        .map_err(|e| self.name_the_file(service, e))
+    }
+
+    /// On SQLite, an error that names the file it is about (a read-only file, a directory in
+    /// its place), so a person knows which one to fix.
+    pub fn name_the_file(&self, service: &str, e: ferry_toolkit::Error) -> ferry_toolkit::Error {
+        if self.database_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            return e;
+        }
+        let file = self.data_dir.join(format!("{service}.db"));
+        ferry_toolkit::Error::Io(std::io::Error::other(format!(
+            "cannot open or write the SQLite file {}: {e}",
+            file.display()
+        )))
     }
 }

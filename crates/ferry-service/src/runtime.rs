@@ -84,6 +84,8 @@ pub struct Runtime {
     outboxes: Vec<Database>,
     /// What `/asyncapi.json` describes: the routers' topics and what [`Runtime::sends`] declared.
     asyncapi: AsyncApi,
+    /// Every database opened through [`Runtime::database`]: `/ready` checks each is writable.
+    databases: Vec<Database>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -118,7 +120,10 @@ impl Runtime {
             }
         };
         let transport = Transport::of(&config);
-        let publisher = transport.publisher()?.with_source(format!("/ferry/{name}"));
+        let publisher = transport
+            .publisher()?
+            .for_service(name)
+            .with_source(format!("/ferry/{name}"));
         Ok(Runtime {
             name,
             config,
@@ -131,6 +136,7 @@ impl Runtime {
             lock,
             outboxes: Vec::new(),
             asyncapi: AsyncApi::new(name),
+            databases: Vec::new(),
         })
     }
 
@@ -161,12 +167,20 @@ impl Runtime {
 
     /// The service's own database, migrated to `migrations` (`(version, name, sql)`).
     pub async fn database(
-        &self,
+        &mut self,
         migrations: &[(i64, &str, &str)],
     ) -> ferry_toolkit::Result<Database> {
         let db = self.config.database(self.name).await?;
-        db.migrate(self.name, migrations).await?;
+        db.migrate(self.name, migrations)
+            .await
+            .map_err(|e| self.config.name_the_file(self.name, e))?;
+        self.databases.push(db.clone());
         Ok(db)
+    }
+
+    /// Has `/ready` check that `db` (opened without [`Runtime::database`]) stays writable.
+    pub fn watch_database(&mut self, db: &Database) {
+        self.databases.push(db.clone());
     }
 
     /// Starts an outbox relay on `db`, publishing through the service's publisher; stopped
@@ -227,8 +241,22 @@ impl Runtime {
             lock: data_lock,
             outboxes,
             asyncapi,
+            databases,
+            transport,
             ..
         } = self;
+        let brokers = match &transport {
+            Transport::Kafka(_) => config.brokers.clone(),
+            Transport::Amqp(_) => config.amqp_url.clone().unwrap_or_default(),
+        };
+        crate::ready::start(
+            name,
+            &health,
+            brokers,
+            databases,
+            outboxes.clone(),
+            shutdown.clone(),
+        );
         let asyncapi = asyncapi.document();
         let app = app.route(
             ASYNCAPI_PATH,
@@ -253,16 +281,20 @@ impl Runtime {
             ));
         let mut handle = crate::serve(name, &config, app, health, openapi, shutdown).await?;
         let server = handle.task;
+        let stage = handle.stage.clone();
         handle.task = tokio::spawn(async move {
             let _ = server.await;
+            stage.set("consumers: messages in flight and their offset commits");
             let routers = std::mem::take(&mut *lock(&routers));
             for stop in routers {
                 stop.await;
             }
+            stage.set("outbox relay: publishes in flight (unsent rows stay for the next start)");
             let relays = std::mem::take(&mut *lock(&relays));
             for stop in relays {
                 stop.await;
             }
+            stage.set("stopped");
             // Only now may another copy take over the files.
             drop(data_lock);
             tracing::info!(service = name, "stopped");

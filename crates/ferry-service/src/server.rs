@@ -101,6 +101,35 @@ pub struct ServiceHandle {
     pub addr: SocketAddr,
     /// Finishes when the server stopped (after the token was cancelled).
     pub task: JoinHandle<()>,
+    /// What the service is waiting for while it stops, for a person watching the shutdown.
+    pub stage: Stage,
+}
+
+/// What a stopping service still waits for ("HTTP requests in flight", "routers: ...").
+/// Cheap to clone; clones share the text.
+#[derive(Debug, Clone)]
+pub struct Stage(Arc<Mutex<&'static str>>);
+
+impl Stage {
+    fn new(what: &'static str) -> Stage {
+        Stage(Arc::new(Mutex::new(what)))
+    }
+
+    /// Says what the service waits for now.
+    pub fn set(&self, what: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = what;
+    }
+
+    /// What the service waits for now.
+    pub fn get(&self) -> &'static str {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Serve `app` plus `/health`, `/ready`, `/metrics` and `/openapi.json` on the configured port
@@ -114,31 +143,62 @@ pub async fn serve(
     openapi: utoipa::openapi::OpenApi,
     shutdown: CancellationToken,
 ) -> io::Result<ServiceHandle> {
-    let spec = serde_json::to_value(&openapi).unwrap_or_default();
+    let mut spec = serde_json::to_value(&openapi).unwrap_or_default();
+    crate::openapi::complete(&mut spec);
     let app = app
-        .merge(ops::routes(health))
+        .merge(ops::routes_for(name, health))
         .route(
             "/openapi.json",
             get(move || async move { axum::Json(spec) }),
         )
+        .route(
+            "/docs",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/html; charset=utf-8",
+                    )],
+                    crate::openapi::DOCS_PAGE,
+                )
+            }),
+        )
         .fallback(|uri: Uri| async move { ApiError::not_found(format!("path {}", uri.path())) })
+        // axum's own rejections (405, a path parameter it cannot decode, a body over the
+        // limit) in the JSON contract too.
+        // Dot-segments, encoded slashes and rebindable Host names never reach a route.
+        .layer(axum::middleware::from_fn(crate::edge::guard))
+        .layer(axum::middleware::map_response(crate::json_errors))
         // The span names the path only: a query string may carry a token, and logs must not.
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
-            |request: &Request<Body>| {
-                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-            },
-        ));
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<Body>| {
+                    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                // A 5xx is not an ERROR line by itself: a not-ready probe answers 503 every few
+                // seconds, and a real fault is logged where it happens (`ApiError::internal`).
+                .on_failure(
+                    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+                ),
+        );
     let listener = listen(SocketAddr::new(config.host, config.port))?;
     let addr = listener.local_addr()?;
     tracing::info!(service = name, %addr, "HTTP server listening");
+    let stage = Stage::new("running");
     let server = Server {
         name,
         app,
         limits: config.http,
         shutdown,
+        stage: stage.clone(),
     };
     let task = tokio::spawn(server.run(listener));
-    Ok(ServiceHandle { name, addr, task })
+    Ok(ServiceHandle {
+        name,
+        addr,
+        task,
+        stage,
+    })
 }
 
 /// Connections the kernel holds for us, handshake done, while every slot is taken. Rust's and
@@ -158,7 +218,19 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     // would let another process take over the port, so they don't set it there.)
     #[cfg(not(windows))]
     socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
+    socket.bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "port {} is taken ({addr} is in use by another process)",
+                    addr.port()
+                ),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+        }
+    })?;
     socket.listen(BACKLOG)
 }
 
@@ -168,6 +240,7 @@ struct Server {
     app: Router,
     limits: HttpLimits,
     shutdown: CancellationToken,
+    stage: Stage,
 }
 
 impl Server {
@@ -215,6 +288,7 @@ impl Server {
             tokio::spawn(this.clone().connection(stream, peer, permit));
         }
         drop(listener);
+        this.stage.set("HTTP requests in flight");
         // Every connection holds a slot until its task ends, so having them all back means every
         // connection has finished (graceful shutdown: in-flight requests are answered).
         let _ = slots.acquire_many(max as u32).await;
@@ -234,6 +308,7 @@ impl Server {
         let io = TokioIo::new(Watched {
             inner: stream,
             watch: watch.clone(),
+            rewritten: None,
         });
         let app = self.app.clone();
         let service_watch = watch.clone();
@@ -391,10 +466,94 @@ impl Watch {
     }
 }
 
-/// A connection's socket, telling its [`Watch`] when request bytes arrive.
+/// A connection's socket, telling its [`Watch`] when request bytes arrive, and putting hyper's
+/// own error answers in the JSON contract.
 struct Watched {
     inner: TcpStream,
     watch: Arc<Watch>,
+    /// A rewritten error answer being written, and how much of it is out.
+    rewritten: Option<(Vec<u8>, usize)>,
+}
+
+impl Watched {
+    /// Writes the rewritten answer out; `Ready` once all of it is.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, sent)) = &mut self.rewritten {
+            if *sent == bytes.len() {
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes `buf`, unless it is the head of an error answer hyper made itself: then writes
+    /// that answer with a JSON body instead and reports `buf` as written.
+    fn write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.rewritten.is_none()
+            && let Some(answer) = json_parse_error(buf)
+        {
+            self.rewritten = Some((answer, 0));
+        }
+        if self.rewritten.is_some() {
+            return match self.drain(cx) {
+                Poll::Ready(Ok(())) => {
+                    // Hyper closes the connection after such an answer; nothing follows it.
+                    Poll::Ready(Ok(buf.len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+}
+
+/// hyper answers a request it cannot parse (a control character in a header, a head too large)
+/// by itself, before any service sees it, with an empty body. Every answer of ours to a request
+/// has a body (the [`crate::json_errors`] layer sees to it), so a 4xx head with
+/// `content-length: 0` is one of hyper's: this returns it with an error body in the contract.
+fn json_parse_error(head: &[u8]) -> Option<Vec<u8>> {
+    if !head.starts_with(b"HTTP/1.1 4") || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.trim_end().split("\r\n");
+    let status_line = lines.next()?;
+    let headers: Vec<&str> = lines.collect();
+    if !headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("content-length: 0"))
+    {
+        return None;
+    }
+    let status = status_line.get(9..12)?.parse::<u16>().ok()?;
+    let message = match status {
+        431 => "the request's headers are too large",
+        414 => "the request's URL is too long",
+        _ => {
+            "the request's line or headers cannot be read (a control character in a header, a malformed URL)"
+        }
+    };
+    let body =
+        serde_json::json!({"error": {"code": "bad_request", "message": message}}).to_string();
+    let mut out = format!("{status_line}\r\n");
+    for h in headers {
+        if !h.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!(
+        "content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    Some(out.into_bytes())
 }
 
 impl AsyncRead for Watched {
@@ -418,7 +577,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -426,6 +585,12 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        // A head hyper made alone comes as the first slice, with no body after it.
+        if let [head] = bufs.iter().filter(|b| !b.is_empty()).collect::<Vec<_>>()[..]
+            && (self.rewritten.is_some() || json_parse_error(head).is_some())
+        {
+            return self.write(cx, head);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -434,10 +599,12 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -64,7 +64,7 @@ fn limits() -> HttpLimits {
 }
 
 fn request(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
 }
 
 /// Reads one response (headers and a small body) and returns it as text.
@@ -131,7 +131,7 @@ async fn idle_and_header_timeouts_are_separate_clocks() {
     let opened_partial = Instant::now();
     let mut partial = TcpStream::connect(addr).await.unwrap();
     partial
-        .write_all(b"GET /fast HTTP/1.1\r\nHost: t")
+        .write_all(b"GET /fast HTTP/1.1\r\nHost: localhost")
         .await
         .unwrap();
     let idle = tokio::spawn(async move { closed_after(&mut silent, opened).await });

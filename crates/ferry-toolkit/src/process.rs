@@ -94,9 +94,10 @@ pub(crate) struct Writes {
 
 impl Writes {
     /// Counts the dead letters: call once the transaction holding them committed.
-    pub(crate) fn committed(&self, group: &str) {
+    pub(crate) fn committed(&self, by: metrics::By<'_>) {
+        let group = by.group;
         for (topic, type_name, reason) in &self.letters {
-            metrics::dead_lettered(topic, type_name, reason.as_str());
+            metrics::dead_lettered(by, topic, type_name, reason.as_str());
         }
         if !self.letters.is_empty() {
             tracing::info!(
@@ -214,8 +215,12 @@ impl Processor {
     }
 
     /// The consumer group.
-    pub(crate) fn group(&self) -> &str {
-        &self.group
+    /// The labels of this router's metrics.
+    pub(crate) fn by(&self) -> metrics::By<'_> {
+        metrics::By {
+            service: self.publisher.service(),
+            group: &self.group,
+        }
     }
 
     /// The retry policy (exactly-once mode also paces transaction retries with it).
@@ -283,7 +288,7 @@ impl Processor {
                 redrive_group = target,
                 "re-driven for another group, skipped"
             );
-            metrics::redrive_skipped(&message.topic);
+            metrics::redrive_skipped(self.by(), &message.topic);
             return Outcome::Skipped;
         }
         let Opened { envelope, payload } =
@@ -312,7 +317,7 @@ impl Processor {
 
         let Some(handler) = self.handlers.get(envelope.type_name.as_str()) else {
             tracing::debug!("no handler for this type, skipped");
-            metrics::unknown_type(&message.topic, &envelope.type_name);
+            metrics::unknown_type(self.by(), &message.topic, &envelope.type_name);
             return Outcome::Skipped;
         };
 
@@ -342,7 +347,7 @@ impl Processor {
                         // message's effects, so only what is there now is taken.
                         letters.outputs.append(&mut capture.sent.lock());
                     }
-                    metrics::handled(&message.topic, &type_name, started.elapsed());
+                    metrics::handled(self.by(), &message.topic, &type_name, started.elapsed());
                     tracing::debug!(attempt, "handled");
                     return Outcome::Handled;
                 }
@@ -359,7 +364,7 @@ impl Processor {
                 }
                 Attempt::Failed(e) => e,
             };
-            metrics::failed(&message.topic, &type_name, started.elapsed());
+            metrics::failed(self.by(), &message.topic, &type_name, started.elapsed());
             if error.is_permanent() || !self.retry.retries_after(attempt) {
                 tracing::warn!(attempt, error = %error, permanent = error.is_permanent(), "handler failed, dead-lettering");
                 return self.dead_letter(
@@ -381,7 +386,7 @@ impl Processor {
             }
             let delay = self.retry.delay(attempt, &mut rand::rng());
             tracing::info!(attempt, error = %error, retry_in = ?delay, "handler failed, will retry");
-            metrics::retried(&message.topic, &type_name);
+            metrics::retried(self.by(), &message.topic, &type_name);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = stop.cancelled() => {
@@ -486,7 +491,7 @@ impl Processor {
             {
                 match result {
                     Ok(_) => {
-                        metrics::dead_lettered(&topic, &type_name, reason.as_str());
+                        metrics::dead_lettered(self.by(), &topic, &type_name, reason.as_str());
                         sent += 1;
                     }
                     Err(e) => {

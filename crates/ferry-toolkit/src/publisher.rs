@@ -19,6 +19,9 @@ pub struct Publisher {
     sender: Arc<dyn Sender>,
     /// The CloudEvents `source` stamped on what this publisher sends without one.
     source: Arc<str>,
+    /// The service whose metrics this publisher (and the relays and routers using it) record,
+    /// as their `service` label; empty outside a service.
+    service: &'static str,
 }
 
 /// What a successful publish tells the caller.
@@ -38,11 +41,24 @@ impl Publisher {
         Publisher::from_arc(Arc::new(sender))
     }
 
+    /// This publisher, recording its metrics (and those of the relays and routers that use
+    /// it) with `service` as their `service` label, so each service's `/metrics` shows its own.
+    pub fn for_service(mut self, service: &'static str) -> Publisher {
+        self.service = service;
+        self
+    }
+
+    /// The `service` label of the metrics recorded through this publisher.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
     /// A publisher over a shared sender.
     pub fn from_arc(sender: Arc<dyn Sender>) -> Publisher {
         Publisher {
             sender,
             source: envelope::DEFAULT_SOURCE.into(),
+            service: "",
         }
     }
 
@@ -59,6 +75,7 @@ impl Publisher {
         Publisher {
             sender: Arc::new(sender),
             source: self.source.clone(),
+            service: self.service,
         }
     }
 
@@ -108,7 +125,7 @@ impl Publisher {
         self.stamp(&mut outgoing);
         match self.sender.send(outgoing).await {
             Ok(receipt) => {
-                crate::ops::metrics::published(topic, M::TYPE);
+                crate::ops::metrics::published(self.service, topic, M::TYPE);
                 Ok(Delivery {
                     message_id: envelope.message_id,
                     correlation_id: envelope.correlation_id,

@@ -49,6 +49,8 @@ impl fmt::Debug for Requester {
 /// The requests waiting for replies, shared with the transport's reply reader.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
+    /// The `service` label of its metrics (set by [`Requester::new`]).
+    service: std::sync::OnceLock<&'static str>,
     waiting: Mutex<HashMap<Uuid, oneshot::Sender<IncomingMessage>>>,
     expired: Mutex<(VecDeque<Uuid>, HashSet<Uuid>)>,
 }
@@ -62,6 +64,7 @@ impl Requester {
         pending: Arc<Pending>,
         reader: CancellationToken,
     ) -> Requester {
+        let _ = pending.service.set(publisher.service());
         Requester {
             publisher,
             reply_topic,
@@ -117,6 +120,10 @@ impl Requester {
 }
 
 impl Pending {
+    fn service(&self) -> &'static str {
+        self.service.get().copied().unwrap_or("")
+    }
+
     /// Hands a reply to the request waiting for it, or counts and drops it.
     pub(crate) fn deliver(&self, reply: IncomingMessage) {
         let correlation_id = reply
@@ -125,7 +132,7 @@ impl Pending {
             .and_then(|v| v.parse::<Uuid>().ok());
         let Some(correlation_id) = correlation_id else {
             tracing::debug!(topic = %reply.topic, offset = reply.offset, "reply without a correlation id, dropped");
-            metrics::reply_dropped(&reply.topic, "unknown");
+            metrics::reply_dropped(self.service(), &reply.topic, "unknown");
             return;
         };
         let waiter = self.waiting.lock().remove(&correlation_id);
@@ -134,16 +141,16 @@ impl Pending {
             Some(tx) => {
                 if tx.send(reply).is_err() {
                     // The caller gave up (its future was dropped) before the reply came.
-                    metrics::reply_dropped(&topic, "expired");
+                    metrics::reply_dropped(self.service(), &topic, "expired");
                 }
             }
             None if self.expired.lock().1.contains(&correlation_id) => {
                 tracing::debug!(%correlation_id, "reply to an expired request, dropped");
-                metrics::reply_dropped(&topic, "expired");
+                metrics::reply_dropped(self.service(), &topic, "expired");
             }
             None => {
                 tracing::debug!(%correlation_id, "reply to an unknown request, dropped");
-                metrics::reply_dropped(&topic, "unknown");
+                metrics::reply_dropped(self.service(), &topic, "unknown");
             }
         }
     }

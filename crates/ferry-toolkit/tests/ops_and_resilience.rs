@@ -36,7 +36,7 @@ async fn startup_waits_for_the_broker_and_ops_endpoints_tell_the_state() -> anyh
     // An address where the broker is not running yet.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let config = kafka(&addr.to_string());
-    let publisher = Publisher::kafka(&config)?;
+    let publisher = Publisher::kafka(&config)?.for_service("ops-test");
     let topic = unique("ops");
     let group = unique("group");
     let health = Health::new();
@@ -89,19 +89,22 @@ async fn startup_waits_for_the_broker_and_ops_endpoints_tell_the_state() -> anyh
     let c = calls.clone();
     assert!(wait_until(WAIT, move || c.len() == 1).await);
     let t = topic.clone();
+    let g = group.clone();
     assert!(
         wait_until(WAIT, move || ops::metrics::render().contains(&format!(
-            "ferry_consumer_lag{{topic=\"{t}\",partition=\"0\"}} 0"
+            "ferry_consumer_lag_messages{{service=\"ops-test\",group=\"{g}\",topic=\"{t}\",partition=\"0\"}} 0"
         )))
         .await,
-        "lag reported"
+        "lag reported: {}",
+        ops::metrics::render()
     );
     let (status, metrics) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    let handled =
-        format!("ferry_messages_handled_total{{topic=\"{topic}\",type=\"test.greeting\"}} 1");
+    let handled = format!(
+        "ferry_messages_handled_total{{service=\"ops-test\",group=\"{group}\",topic=\"{topic}\",type=\"test.greeting\"}} 1"
+    );
     assert!(metrics.contains(&handled), "{metrics}");
-    assert!(metrics.contains(&format!("ferry_handler_duration_seconds_bucket{{topic=\"{topic}\",type=\"test.greeting\",le=\"0.001\"}}")));
+    assert!(metrics.contains(&format!("ferry_handler_duration_seconds_bucket{{service=\"ops-test\",group=\"{group}\",topic=\"{topic}\",type=\"test.greeting\",le=\"0.001\"}}")));
     handle.shutdown().await;
     drop(broker);
     Ok(())

@@ -96,7 +96,22 @@ pub fn fetch_metadata<C: ClientContext>(
 ) -> anyhow::Result<Metadata> {
     client
         .fetch_metadata(topic, METADATA_TIMEOUT)
-        .with_context(|| format!("cannot get metadata from {brokers}"))
+        .map_err(|e| match e.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut,
+            ) => anyhow::anyhow!(unreachable(brokers)),
+            _ => anyhow::Error::new(e).context(format!("cannot get metadata from {brokers}")),
+        })
+}
+
+/// What a tool says when no broker answers at `brokers`.
+pub fn unreachable(brokers: &str) -> String {
+    format!(
+        "cannot reach a Kafka broker at {brokers}. Start one with `ferry broker` (or everything \
+         with `ferry up`), or point --brokers (FERRY_BROKERS) at a running cluster"
+    )
 }
 
 /// The partition ids of `topic`, in order, or an error saying why there are none.

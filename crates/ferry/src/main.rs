@@ -69,6 +69,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     // A server logs what it does; a tool or a benchmark shows only warnings, so its own output stays readable.
     let default_filter = match cli.command {
@@ -97,18 +98,81 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tool = matches!(
+        cli.command,
+        Command::Topics(_)
+            | Command::Produce(_)
+            | Command::Consume(_)
+            | Command::Groups(_)
+            | Command::Transactions(_)
+            | Command::Dlq(_)
+    );
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `ferry topics describe t | head`: the reader is gone, which is not an error of ours.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            // A tool that failed because nothing answers at the broker address says that, with
+            // what to do, instead of librdkafka's "Local: Broker transport failure".
+            let brokers = brokers_arg();
+            let unreachable = tool
+                && runtime
+                    .block_on(ferry_service::ready::broker_reachable(&brokers))
+                    .is_err();
+            if unreachable {
+                eprintln!("error: {}", kafka::unreachable(&brokers));
+            } else {
+                eprintln!("error: {}", one_line(&e));
+            }
             ExitCode::FAILURE
         }
     }
 }
 
+/// `println!` panics when stdout is a pipe whose reader has gone (`ferry topics describe t |
+/// head`); Rust ignores SIGPIPE, and the workspace forbids the `unsafe` that would restore it.
+/// Such a panic ends the process quietly and successfully, as `cat` would; any other panic is
+/// reported as usual.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// The broker list a tool used, as clap resolved it: `--brokers`, else `FERRY_BROKERS`, else the
+/// default.
+fn brokers_arg() -> String {
+    let mut args =
+        std::env::args().skip_while(|a| a != "--brokers" && !a.starts_with("--brokers="));
+    match args.next() {
+        Some(a) if a.starts_with("--brokers=") => a["--brokers=".len()..].to_string(),
+        Some(_) => args.next().unwrap_or_default(),
+        None => std::env::var("FERRY_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_string()),
+    }
+}
+
 /// The error and its causes on one line. Many errors already include their cause in their message (librdkafka's
 /// `KafkaError`, thiserror's `"...: {source}"`), so a cause that the line already ends with is not repeated.
-fn one_line(error: &anyhow::Error) -> String {
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();

@@ -55,6 +55,10 @@ pub struct BrokerArgs {
     #[arg(long, default_value_t = millis(defaults().consumer_heartbeat_interval),
           value_parser = clap::value_parser!(u64).range(1..))]
     group_consumer_heartbeat_interval_ms: u64,
+    /// Serve the broker's Prometheus `/metrics` (and `/health`) on this address; port 0 picks a
+    /// free one (the "metrics on" line tells which).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl BrokerArgs {
@@ -127,26 +131,143 @@ pub struct UpArgs {
     connections: ConnectionArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    grace: GraceArgs,
+}
+
+/// How long Ctrl-C waits (`ferry up`, `ferry run`).
+#[derive(Debug, Args)]
+pub struct GraceArgs {
+    /// Seconds Ctrl-C (or SIGTERM) waits for requests, messages and publishes in flight before
+    /// exiting anyway; committed data is kept (unsent outbox rows are sent at the next start).
+    /// A second Ctrl-C exits at once.
+    #[arg(long = "shutdown-grace", value_name = "SECS", default_value_t = 5.0)]
+    shutdown_grace: f64,
+}
+
+impl GraceArgs {
+    pub fn grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.shutdown_grace).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Cancels `shutdown` and waits for `services` to stop, at most `grace`: says what it waits
+/// for after a second, and what was still in flight when the grace period ends. A second
+/// Ctrl-C exits the process at once. Returns whether every service stopped in time.
+///
+/// Cutting a stop short loses nothing committed: a service's database has every accepted
+/// command and its unsent outbox rows (the relay sends them at the next start), a consumer
+/// whose offset was not committed gets its messages again (handlers are idempotent through
+/// the inbox), and the built-in broker is still shut down cleanly by the caller.
+pub async fn stop_services(
+    grace: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    services: Vec<ferry_service::ServiceHandle>,
+) -> anyhow::Result<bool> {
+    let out = |line: String| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+    };
+    out(format!(
+        "stopping: waiting up to {:.1} s for what is in flight; press Ctrl-C again to exit at once",
+        grace.as_secs_f64()
+    ));
+    shutdown.cancel();
+    let started = tokio::time::Instant::now();
+    let deadline = started + grace;
+    let mut said = false;
+    let mut services = services;
+    let in_flight = |services: &[ferry_service::ServiceHandle]| {
+        services
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.stage.get()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let second = shutdown_signal();
+    tokio::pin!(second);
+    loop {
+        services.retain(|s| !s.task.is_finished());
+        if services.is_empty() {
+            return Ok(true);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            out(format!(
+                "grace period of {:.1} s is over; exiting with these still in flight: {}. \
+                 Nothing committed is lost: unsent outbox rows are sent at the next start.",
+                grace.as_secs_f64(),
+                in_flight(&services)
+            ));
+            return Ok(false);
+        }
+        if !said && now >= started + Duration::from_secs(1) {
+            said = true;
+            out(format!("waiting for: {}", in_flight(&services)));
+        }
+        tokio::select! {
+            _ = &mut second => {
+                out(format!("second Ctrl-C: exiting now; in flight: {}", in_flight(&services)));
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
+    let metrics_listen = args.metrics_listen;
     let handle = start(args.into_config()).await?;
+    let stop_ops = tokio_util::sync::CancellationToken::new();
+    let ops = match metrics_listen {
+        Some(addr) => {
+            let mut config = ServiceConfig::new("", "", addr.port());
+            config.host = addr.ip();
+            let openapi = utoipa::openapi::OpenApiBuilder::new().build();
+            let ops = ferry_service::serve(
+                "broker",
+                &config,
+                axum::Router::new(),
+                ferry_toolkit::ops::Health::new(),
+                openapi,
+                stop_ops.clone(),
+            )
+            .await
+            .context("cannot serve the broker's metrics")?;
+            Some(ops)
+        }
+        None => None,
+    };
     // Tests and scripts read this exact line to learn the port when listening on port 0.
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "ferry broker listening on {}", handle.local_addr())?;
+    if let Some(ops) = &ops {
+        writeln!(
+            stdout,
+            "ferry broker metrics on http://{}/metrics",
+            ops.addr
+        )?;
+    }
     stdout.flush()?;
     drop(stdout);
-    run_until_signal(handle).await
+    let stopped = run_until_signal(handle).await;
+    stop_ops.cancel();
+    stopped
 }
+
+/// Where `ferry up` serves the built-in broker's `/metrics` (the Prometheus Kafka exporter's
+/// customary port).
+const BROKER_METRICS_PORT: u16 = 9308;
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let broker_ops_stop = tokio_util::sync::CancellationToken::new();
+    data_dir(&args.data)?;
     let broker = match &args.brokers {
         Some(_) => None,
         None => Some(
-            start(args.connections.apply(BrokerConfig {
+            start_hinted(args.connections.apply(BrokerConfig {
                 data_dir: args.data.join("broker"),
                 listen: if args.free_ports {
                     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -157,6 +278,37 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             }))
             .await?,
         ),
+    };
+    // The built-in broker's own /metrics (and /health), on its own port: its series carry
+    // `service="broker"` and no service's /metrics shows them.
+    let broker_ops = match &broker {
+        Some(_) => {
+            let port = if args.free_ports {
+                0
+            } else {
+                BROKER_METRICS_PORT
+            };
+            let config = ServiceConfig::new("", &args.data, port);
+            let openapi = utoipa::openapi::OpenApiBuilder::new().build();
+            Some(
+                ferry_service::serve(
+                    "broker",
+                    &config,
+                    axum::Router::new(),
+                    ferry_toolkit::ops::Health::new(),
+                    openapi,
+                    broker_ops_stop.clone(),
+                )
+                .await
+                .map_err(|e| {
+                    port_hint(
+                        anyhow::Error::new(e).context("cannot serve the broker's metrics"),
+                        "Stop what holds it, or run `ferry up --free-ports` to put everything on free ports",
+                    )
+                })?,
+            )
+        }
+        None => None,
     };
     let brokers = args.brokers.clone().unwrap_or_else(|| {
         broker
@@ -182,7 +334,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|u: &Upstream| (u.name.clone(), u.url.clone())),
         );
-        let handle = service.start(config, &upstreams, shutdown.clone()).await?;
+        let handle = service
+            .start(config, &upstreams, shutdown.clone())
+            .await
+            .map_err(|e| port_hint(e, "Stop what holds it, or run `ferry up --free-ports` to put every service on a free port"))?;
         upstreams.push(Upstream::new(
             service.name(),
             format!("http://{}", handle.addr),
@@ -201,10 +356,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     writeln!(stdout)?;
     writeln!(stdout, "  {:<18} {:<24} TRY", "SERVICE", "ADDRESS")?;
-    let broker_note = if broker.is_some() {
-        "built-in Kafka-protocol broker"
-    } else {
-        "external Kafka cluster"
+    let broker_note = match &broker_ops {
+        Some(ops) => format!(
+            "built-in Kafka-protocol broker, metrics at http://{}/metrics",
+            ops.addr
+        ),
+        None => "external Kafka cluster".to_owned(),
     };
     writeln!(stdout, "  {:<18} {:<24} {}", "broker", brokers, broker_note)?;
     for (service, handle) in &services {
@@ -220,17 +377,79 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     writeln!(stdout)?;
     stdout.flush()?;
     drop(stdout);
+    // The services start without a broker (their outboxes keep what they accept), but a
+    // person should know at once that nothing will flow, and when that changes.
+    tokio::spawn(watch_broker(brokers.clone(), shutdown.clone()));
     shutdown_signal().await?;
     tracing::info!("shutting down");
-    shutdown.cancel();
-    for (_, handle) in services {
-        let _ = handle.task.await;
-    }
+    let handles = services.into_iter().map(|(_, handle)| handle).collect();
+    let all_stopped = stop_services(args.grace.grace(), &shutdown, handles).await?;
+    broker_ops_stop.cancel();
     if let Some(broker) = broker {
         broker.shutdown().await.context("broker shutdown")?;
     }
     tracing::info!("stopped");
+    if !all_stopped {
+        // The remaining tasks may sit in librdkafka's blocking calls; do not wait for them.
+        std::process::exit(1);
+    }
     Ok(())
+}
+
+/// Says on the console when the broker cannot be reached, and when it can again.
+async fn watch_broker(brokers: String, stop: tokio_util::sync::CancellationToken) {
+    let mut reachable = true;
+    loop {
+        let now = ferry_service::ready::broker_reachable(&brokers).await;
+        match (&now, reachable) {
+            (Err(why), true) => {
+                println!(
+                    "warning: {why}. Services are not ready until it answers (`ferry broker` \
+                     starts one; `ferry up` without --brokers runs the built-in one)."
+                );
+            }
+            (Ok(()), false) => println!("the broker at {brokers} answers again"),
+            _ => {}
+        }
+        reachable = now.is_ok();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(ferry_service::ready::PROBE_EVERY) => {}
+        }
+    }
+}
+
+/// Creates the `--data` directory, saying so plainly when the path is a file.
+pub fn data_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.exists() && !path.is_dir() {
+        anyhow::bail!(
+            "--data {} is a file, not a directory: point --data at a directory (it is created if missing)",
+            path.display()
+        );
+    }
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Adds `hint` to an error caused by a port in use.
+pub fn port_hint(error: impl Into<anyhow::Error>, hint: &str) -> anyhow::Error {
+    let error = error.into();
+    let taken = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+    });
+    if taken {
+        anyhow::anyhow!("{}. {hint}", crate::one_line(&error))
+    } else {
+        error
+    }
+}
+
+/// [`start`] for `ferry up`: a taken broker port suggests `--free-ports`.
+async fn start_hinted(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {
+    start(config)
+        .await
+        .map_err(|e| port_hint(e, "Stop what holds it, or run `ferry up --free-ports` to put the broker and every service on free ports"))
 }
 
 async fn start(config: BrokerConfig) -> anyhow::Result<BrokerHandle> {

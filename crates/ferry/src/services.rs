@@ -193,6 +193,8 @@ pub struct RunArgs {
     upstreams: Vec<Upstream>,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    grace: crate::serve::GraceArgs,
 }
 
 /// Every service's HTTP connection limits (`ferry run` and `ferry up`).
@@ -261,8 +263,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.database_url = args.database_url;
     config.amqp_url = args.transport.filter(|t| t.starts_with("amqp"));
     config.http = args.http.limits();
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    crate::serve::data_dir(&args.data)?;
     let shutdown = CancellationToken::new();
     let upstreams = default_upstreams(args.upstreams);
     config
@@ -271,10 +272,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let handle = args
         .service
         .start(config, &upstreams, shutdown.clone())
-        .await?;
+        .await
+        .map_err(|e| crate::serve::port_hint(e, "Pick another with --port (0 picks a free one)"))?;
     println!("{} listening on http://{}", handle.name, handle.addr);
     crate::serve::shutdown_signal().await?;
-    shutdown.cancel();
-    let _ = handle.task.await;
+    if !crate::serve::stop_services(args.grace.grace(), &shutdown, vec![handle]).await? {
+        std::process::exit(1);
+    }
     Ok(())
 }

@@ -46,9 +46,20 @@ pub struct DescribeArgs {
     brokers: BrokersArg,
 }
 
+/// `KEY=VALUE` with a KEY Kafka knows as a topic config; otherwise the error names the key and
+/// lists the valid ones (a broker would refuse it anyway, later and less clearly).
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        Some((k, v)) if !k.is_empty() => {
+            if ferry_log::topic_config(k).is_none() {
+                let valid: Vec<&str> = ferry_log::TOPIC_CONFIGS.iter().map(|c| c.name).collect();
+                return Err(format!(
+                    "unknown topic config {k:?}; valid keys: {}",
+                    valid.join(", ")
+                ));
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        }
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
     }
 }
@@ -177,7 +188,8 @@ mod tests {
     #[test]
     fn config_entries_split_at_the_first_equals_sign() {
         check("retention.ms=1000", Ok(("retention.ms", "1000")));
-        check("a=b=c", Ok(("a", "b=c")));
+        check("compression.type=a=b", Ok(("compression.type", "a=b")));
+        check("foo=bar", Err(()));
         check("cleanup.policy=", Ok(("cleanup.policy", "")));
         check("=x", Err(()));
         check("novalue", Err(()));

@@ -179,7 +179,7 @@ fn tools_fail_with_one_clear_line() {
     // Nothing listens on port 1.
     let error = fails("127.0.0.1:1", &["topics", "list"]);
     assert!(
-        error.starts_with("error: cannot get metadata from 127.0.0.1:1: "),
+        error.starts_with("error: cannot reach a Kafka broker at 127.0.0.1:1. "),
         "{error}"
     );
 }
@@ -388,5 +388,48 @@ fn keys_headers_and_binary_values_round_trip_byte_exact() {
     assert!(
         fails(b, &["consume", "bin", "--group", "g", "--offset", "5"])
             .contains("--offset can only be beginning or end")
+    );
+}
+
+/// `ferry broker --metrics-listen`: the standalone broker serves its own Prometheus series.
+#[test]
+fn broker_serves_its_metrics_when_asked() {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        OsStr::new("broker"),
+        OsStr::new("--listen"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--metrics-listen"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--data"),
+        dir.path().as_os_str(),
+    ];
+    let broker = common::ChildProcess::spawn("ferry broker", &args);
+    let (mut addr, mut metrics) = (String::new(), String::new());
+    while addr.is_empty() || metrics.is_empty() {
+        let line = broker
+            .stdout
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the broker's address lines");
+        if let Some(a) = line.strip_prefix("ferry broker listening on ") {
+            addr = a.trim().to_owned();
+        } else if let Some(m) = line.strip_prefix("ferry broker metrics on http://") {
+            metrics = m.trim().trim_end_matches("/metrics").to_owned();
+        }
+    }
+    ok(&addr, &["topics", "list"], "");
+    let mut stream = std::net::TcpStream::connect(&metrics).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nhost: {metrics}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("ferry_broker_requests_total{service=\"broker\",api=\"Metadata\"}"),
+        "{page}"
     );
 }

@@ -56,7 +56,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     ops::metrics::install();
     let health = Health::new();
-    let publisher = Publisher::kafka(&kafka)?;
+    let publisher = Publisher::kafka(&kafka)?.for_service("toolkit-hello");
     let greeted = Arc::new(Mutex::new(Vec::new()));
 
     let seen = greeted.clone();

@@ -16,7 +16,7 @@ async fn http(
 ) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -95,7 +95,7 @@ async fn greets_and_dead_letters_over_a_real_broker() -> anyhow::Result<()> {
         .await,
         "greeted"
     );
-    let dead_lettered = r#"ferry_messages_dead_lettered_total{topic="greetings",type="hello.greeting-requested",reason="handler-failed"} 1"#;
+    let dead_lettered = r#"ferry_messages_dead_lettered_total{service="toolkit-hello",group="toolkit-hello",topic="greetings",type="hello.greeting-requested",reason="handler-failed"} 1"#;
     assert!(
         eventually(async || http(addr, "GET", "/metrics", "")
             .await

@@ -41,16 +41,39 @@ struct AppState {
 /// A new course. `active` defaults to true.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct NewCourse {
+    /// Not blank; at most `fields::NAME` (200) characters.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S"
+    )]
     name: Option<String>,
+    /// Not blank, unique among live courses; at most `fields::CODE` (50) characters.
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 1,
+        max_length = 50,
+        pattern = r"\S"
+    )]
     code: Option<String>,
+    /// True unless given.
+    #[schema(nullable = false)]
     active: Option<bool>,
 }
 
 /// A change: fields left out keep their value.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CourseChange {
+    /// At most `fields::NAME` (200) characters; blank keeps the name.
+    #[schema(nullable = false, max_length = 200)]
     name: Option<String>,
+    /// At most `fields::CODE` (50) characters; blank keeps the code.
+    #[schema(nullable = false, max_length = 50)]
     code: Option<String>,
+    #[schema(nullable = false)]
     active: Option<bool>,
 }
 

@@ -85,6 +85,9 @@ struct AppState {
     admin: Admin,
     kafka: KafkaConfig,
     publisher: ferry_toolkit::Publisher,
+    /// The dashboard's readiness: its `broker` check lets a request fail fast when the broker
+    /// cannot be reached, instead of waiting for the publish to time out.
+    health: ferry_toolkit::ops::Health,
 }
 
 #[derive(OpenApi)]
@@ -137,6 +140,7 @@ pub async fn start(
         admin: Admin::new(&kafka)?,
         kafka,
         publisher: runtime.publisher(),
+        health: runtime.health().clone(),
     };
     let app = axum::Router::new()
         .route("/", get(page::index))

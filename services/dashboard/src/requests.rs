@@ -79,24 +79,52 @@ fn line(n: usize, l: LineRequest) -> Result<LineItem, ApiError> {
     })
 }
 
-/// Publishes `build(request id)` to `topic` and answers once the broker has it.
+/// How long a request waits for the broker's ack before it is answered 503.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes `build(request id)` to `topic` and answers once the broker has it. Fails fast
+/// (503, nothing sent) while the readiness probe cannot reach the broker, and after
+/// [`SEND_TIMEOUT`] otherwise: the person at the page sees why at once rather than after
+/// librdkafka's 30 s message timeout.
 async fn send<M: Message>(
-    publisher: &Publisher,
+    state: &AppState,
     topic: &'static str,
     build: impl FnOnce(String) -> M,
 ) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
+    if let Some(broker) = state.health.readiness().checks.get("broker")
+        && !broker.ready
+    {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            format!("the request was not sent: {}", broker.reason),
+        ));
+    }
+    let publisher: &Publisher = &state.publisher;
     let envelope = Envelope::new::<M>();
     let request_id = envelope.correlation_id.to_string();
     let message = build(request_id.clone());
-    publisher
-        .publish_with(topic, message, envelope)
-        .await
-        .map_err(|e| {
-            ApiError::new(
+    match tokio::time::timeout(
+        SEND_TIMEOUT,
+        publisher.publish_with(topic, message, envelope),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 format!("the request was not sent: {}", e.error()),
-            )
-        })?;
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the broker did not acknowledge the request within {SEND_TIMEOUT:?}; it may still arrive"
+                ),
+            ));
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         ApiJson(Accepted { request_id, topic }),
@@ -129,12 +157,10 @@ pub(crate) async fn invoice(
         .enumerate()
         .map(|(n, l)| line(n, l))
         .collect::<Result<Vec<_>, _>>()?;
-    send(&state.publisher, GENERATE_INVOICE, |request_id| {
-        GenerateInvoice {
-            request_id,
-            customer,
-            items,
-        }
+    send(&state, GENERATE_INVOICE, |request_id| GenerateInvoice {
+        request_id,
+        customer,
+        items,
     })
     .await
 }
@@ -148,11 +174,9 @@ pub(crate) async fn score(
     ApiJson(request): ApiJson<ScoreRequest>,
 ) -> Result<(StatusCode, ApiJson<Accepted>), ApiError> {
     let customer = customer(request.customer)?;
-    send(&state.publisher, CALCULATE_SCORE, |request_id| {
-        CalculateScore {
-            request_id,
-            customer,
-        }
+    send(&state, CALCULATE_SCORE, |request_id| CalculateScore {
+        request_id,
+        customer,
     })
     .await
 }

@@ -122,7 +122,12 @@ async fn redrive_of_unknown_topic_is_404_and_creates_nothing() {
                 .post(&format!("/api/ferry/dlq/{bad}/redrive"), json!({}))
                 .await,
             StatusCode::BAD_REQUEST,
-            "invalid_parameter",
+            // An encoded slash never reaches a route (`ferry_service::edge`).
+            if bad.contains("%2F") {
+                "bad_request"
+            } else {
+                "invalid_parameter"
+            },
         );
     }
     let long = format!("{}.dlq", "x".repeat(300));

@@ -431,3 +431,160 @@ async fn parked_outbox_row_is_shown_with_the_dead_letters() {
     );
     assert!(row.get("payload").is_none(), "no payload is served: {row}");
 }
+
+/// Sends `head` (lines joined by CRLF, a blank line added) and `body` on a new connection and
+/// returns (status, lowercased head, body).
+async fn raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{}\r\nConnection: close\r\n\r\n",
+        head.replace('\n', "\r\n")
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    stream.write_all(&request).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(ferry_testkit::DEADLINE, stream.read_to_end(&mut got))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => body[a..=b].to_string(),
+        _ => body.to_string(),
+    };
+    (
+        head[9..12].parse().unwrap(),
+        head.to_ascii_lowercase(),
+        body,
+    )
+}
+
+#[track_caller]
+fn check_shape(got: &(u16, String, String), status: u16, code: &str) {
+    assert_eq!(got.0, status, "{}\n{}", got.1, got.2);
+    let v: Value = serde_json::from_str(&got.2).unwrap_or_else(|e| panic!("{e}: {:?}", got.2));
+    assert_eq!(v["error"]["code"], code, "{}", got.2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_refuses_dot_segments_encoded_slashes_and_rebindable_hosts() {
+    let d = start().await;
+    let addr: std::net::SocketAddr = d.http.base().trim_start_matches("http://").parse().unwrap();
+    let host = format!("Host: {addr}");
+    // Each would reach another path than the one routed on; the echo upstream answers 418, so
+    // a 400 means nothing was forwarded.
+    for path in [
+        "/api/v1/courses/../../../metrics",
+        "/api/v1/courses/%2e%2e/%2E%2E/metrics",
+        "/api/v1/courses/./7",
+        "/api/v1/courses/a%2fb",
+        "/api/v1/courses/a%5cb",
+        "/svc/courses-consumer/../orders/health",
+    ] {
+        let got = raw(addr, &format!("GET {path} HTTP/1.1\n{host}"), b"").await;
+        check_shape(&got, 400, "bad_request");
+    }
+    let got = raw(
+        addr,
+        &format!("POST /api/v1/PostLookup/../RestoreReadDb HTTP/1.1\n{host}\nContent-Length: 0"),
+        b"",
+    )
+    .await;
+    check_shape(&got, 400, "bad_request");
+
+    // A page whose DNS name was rebound to this machine is refused; the address itself and
+    // localhost are served.
+    let got = raw(
+        addr,
+        "GET /api/ferry/topics HTTP/1.1\nHost: evil.example:8000",
+        b"",
+    )
+    .await;
+    check_shape(&got, 403, "forbidden");
+    let got = raw(addr, "GET /api/v1/courses HTTP/1.1\nHost: localhost", b"").await;
+    assert_eq!(got.0, 418, "forwarded: {}", got.2);
+    let got = raw(
+        addr,
+        &format!("GET /api/v1/courses/7 HTTP/1.1\n{host}"),
+        b"",
+    )
+    .await;
+    assert_eq!(got.0, 418, "forwarded: {}", got.2);
+
+    // The gateway's and the dashboard API's own rejections are in the error shape too.
+    let got = raw(
+        addr,
+        &format!("GET /api/ferry/invoices HTTP/1.1\n{host}"),
+        b"",
+    )
+    .await;
+    check_shape(&got, 405, "method_not_allowed");
+    assert!(got.1.contains("\r\nallow: post"), "{}", got.1);
+    let big = vec![b'x'; ferry_service::fields::MAX_BODY_BYTES + 1];
+    let mut chunked = format!("{:x}\r\n", big.len()).into_bytes();
+    chunked.extend_from_slice(&big);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let got = raw(
+        addr,
+        &format!("POST /api/v1/courses HTTP/1.1\n{host}\nContent-Type: application/json\nTransfer-Encoding: chunked"),
+        &chunked,
+    )
+    .await;
+    check_shape(&got, 413, "payload_too_large");
+    let got = raw(
+        addr,
+        &format!("GET /api/ferry/traces/%FF%FE HTTP/1.1\n{host}"),
+        b"",
+    )
+    .await;
+    check_shape(&got, 400, "invalid_parameter");
+    drop(d.harness);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_ready_is_false_and_a_request_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // Nothing listens on port 1 of loopback.
+    let config = ferry_service::ServiceConfig::new("127.0.0.1:1", dir.path(), 0);
+    let handle = dashboard::start(config, Vec::new(), shutdown.clone())
+        .await
+        .unwrap();
+    let http = Http::new(handle.addr);
+    let ready = http
+        .until("/ready", |s, b| {
+            s == StatusCode::SERVICE_UNAVAILABLE
+                && b["checks"]["broker"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("127.0.0.1:1"))
+        })
+        .await;
+    assert_eq!(ready["ready"], false, "{ready}");
+    let started = std::time::Instant::now();
+    let (status, body) = http
+        .send(
+            Method::POST,
+            "/api/ferry/invoices",
+            Some(json!({"customer": "acme", "items": [{"description": "x", "quantity": 1, "unitPrice": 10}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1:1"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    handle.task.await.unwrap();
+}

@@ -187,6 +187,7 @@ pub async fn start(
     runtime.sends::<RestoreRequested>(RESTORE_TOPIC);
     let db = runtime.config().database(SERVICE).await?;
     ferry_es::migrate(&db).await?;
+    runtime.watch_database(&db);
     let relay = runtime.start_relay(&db);
     let state = AppState {
         handler: CommandHandler::<Post>::new(EventStore::new(db)).with_outbox(posts_domain::TOPIC),

@@ -159,6 +159,7 @@ pub async fn start(
     let mut runtime = Runtime::new(SERVICE, config, shutdown)?;
     let db = runtime.config().database(SERVICE).await?;
     read_model::migrate(&db).await?;
+    runtime.watch_database(&db);
     let source = EventSource::feed(command_url(runtime.config()));
     let state = AppState {
         jobs: Jobs::new(source.clone(), db.clone(), runtime.shutdown_token().clone()),

@@ -129,7 +129,7 @@ pub fn start_router(
     if !config.client.contains_key("statistics.interval.ms")
         && !config.consumer.contains_key("statistics.interval.ms")
     {
-        // Statistics carry each partition's lag, for the ferry_consumer_lag gauge.
+        // Statistics carry each partition's lag, for the ferry_consumer_lag_messages gauge.
         client_config.set("statistics.interval.ms", "5000");
     }
     let consumer: Arc<BaseConsumer<RouterContext>> =
@@ -528,7 +528,7 @@ impl ClientContext for RouterContext {
                 } else {
                     continue;
                 };
-                metrics::lag(topic, *partition, lag);
+                metrics::lag(self.shared.processor.by(), topic, *partition, lag);
             }
         }
     }

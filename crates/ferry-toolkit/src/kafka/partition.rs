@@ -227,7 +227,7 @@ async fn commit_transaction(
             .await
         {
             Ok(()) => {
-                writes.committed(shared.processor.group());
+                writes.committed(shared.processor.by());
                 tracing::debug!(
                     topic,
                     partition,

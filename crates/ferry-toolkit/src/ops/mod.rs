@@ -157,9 +157,19 @@ impl Drop for Check {
     }
 }
 
-/// The `/health`, `/ready` and `/metrics` routes. Installs the Prometheus recorder if no one
-/// did yet.
+/// The `/health`, `/ready` and `/metrics` routes, `/metrics` showing every series of the
+/// process. Installs the Prometheus recorder if no one did yet.
 pub fn routes(health: Health) -> axum::Router {
+    routes_with(health, None)
+}
+
+/// [`routes`] for one service of a process that runs several (`ferry up`): its `/metrics`
+/// shows only the series labelled `service="<service>"` ([`metrics::only_service`]).
+pub fn routes_for(service: &'static str, health: Health) -> axum::Router {
+    routes_with(health, Some(service))
+}
+
+fn routes_with(health: Health, service: Option<&'static str>) -> axum::Router {
     metrics::install();
     axum::Router::new()
         .route(
@@ -182,12 +192,13 @@ pub fn routes(health: Health) -> axum::Router {
         )
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    metrics::render(),
-                )
-                    .into_response()
+            get(move || async move {
+                let page = metrics::render();
+                let page = match service {
+                    Some(service) => metrics::only_service(&page, service),
+                    None => page,
+                };
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
             }),
         )
 }

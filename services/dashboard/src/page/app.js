@@ -175,10 +175,31 @@ form('user-form', async (d) => {
   const label = `Sign-up of ${email}`;
   try {
     const { taskId } = await call('POST', '/svc/users-producer/user', { name: d.name, email, password: d.password });
-    watch(list, label, mentions(taskId), (e) => `${e.type} (task ${short(taskId)})`);
+    const item = watch(list, label, mentions(taskId), (e) => `${e.type} (task ${short(taskId)}), waiting for the decision…`);
     $('#user-form [name=email]').value = '';
+    // The request is an event; its outcome is the users consumer's decision, which may be a
+    // rejection (a taken email, an invalid name): show that, not the green request event.
+    outcome(item, taskId);
   } catch (error) { fail(list, label, error); }
 });
+
+/// Polls the users consumer for what became of sign-up `taskId` and marks `item` with it.
+async function outcome(item, taskId) {
+  for (let attempt = 0; attempt < 120; attempt++) {
+    await new Promise((r) => setTimeout(r, 500));
+    let task;
+    try {
+      task = await call('GET', `/svc/users-consumer/tasks/${encodeURIComponent(taskId)}`);
+    } catch { continue; /* not decided yet (404), or the service is restarting */ }
+    item.classList.remove('pending', 'done', 'failed');
+    const rejected = task.outcome !== 'created';
+    item.classList.add(rejected ? 'failed' : 'done');
+    item.append(el('div', { class: 'event-line' }, rejected
+      ? `rejected: ${task.reason ?? 'no reason given'}`
+      : `created user ${short(task.userId)}`));
+    return;
+  }
+}
 
 form('post-form', async (d) => {
   const list = $('#posts-results');
@@ -313,10 +334,11 @@ $('#close-trace').addEventListener('click', () => { $('#trace').hidden = true; }
 async function refreshServices() {
   try {
     const services = await call('GET', '/api/ferry/services');
-    // Each pill is followed by a link to the service's AsyncAPI document (through the gateway).
-    $('#services').replaceChildren(...services.flatMap((s) => [el('span', {
+    // Each pill links to the service's API docs; beside it, its AsyncAPI document.
+    $('#services').replaceChildren(...services.flatMap((s) => [el('a', {
       class: `pill ${s.ready ? 'up' : s.up ? 'starting' : 'down'}`,
-      title: `${s.url} — ${s.up ? 'up' : 'down'}, ${s.ready ? 'ready' : 'not ready'}`,
+      title: `${s.url} — ${s.up ? 'up' : 'down'}, ${s.ready ? 'ready' : 'not ready'}; click for its API docs`,
+      href: `/svc/${encodeURIComponent(s.name)}/docs`,
       'data-service': s.name,
     }, s.name), el('a', {
       class: 'spec',
@@ -326,9 +348,28 @@ async function refreshServices() {
   } catch { /* the next refresh tries again */ }
 }
 
+function brokerState(ok, why) {
+  const pill = $('#broker-state');
+  pill.textContent = ok ? 'broker' : 'broker unreachable';
+  pill.className = `pill ${ok ? 'up' : 'down'}`;
+  pill.title = ok ? 'the Kafka broker answers' : why;
+}
+
 async function refreshCluster() {
+  let topics;
   try {
-    const topics = await call('GET', '/api/ferry/topics');
+    topics = await call('GET', '/api/ferry/topics');
+    brokerState(true);
+  } catch (error) {
+    // Say so, rather than show empty tables as if there were no topics or groups.
+    brokerState(false, error.message);
+    const row = (n) => el('tr', {}, el('td', { colspan: n, class: 'lagging' }, `broker unreachable: ${error.message}`));
+    $('#topics tbody').replaceChildren(row(3));
+    $('#groups tbody').replaceChildren(row(4));
+    $('#dlq tbody').replaceChildren(row(3));
+    return;
+  }
+  try {
     $('#topics tbody').replaceChildren(...topics.map((t) => el('tr', {},
       el('td', {}, t.name),
       el('td', {}, t.partitions.map((p) => `${p.id}: ${p.start}…${p.end}`).join(', ')),

@@ -317,7 +317,7 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
         for outcome in outcomes {
             sent.extend(outcome.sent.iter().map(|(id, _)| *id));
             for (row, reason) in &outcome.parked {
-                metrics::outbox_parked(&row.topic);
+                metrics::outbox_parked(publisher.service(), &row.topic);
                 tracing::error!(
                     row = row.id,
                     topic = %row.topic,
@@ -330,9 +330,10 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
             }
             let now_ms = now_millis();
             for (_, created_at) in &outcome.sent {
-                metrics::outbox_published(Duration::from_millis(
-                    u64::try_from(now_ms - created_at).unwrap_or(0),
-                ));
+                metrics::outbox_published(
+                    publisher.service(),
+                    Duration::from_millis(u64::try_from(now_ms - created_at).unwrap_or(0)),
+                );
             }
             match outcome.failed {
                 None => {
@@ -346,7 +347,7 @@ async fn run(relay: Relay, shared: Arc<Shared>) {
                     entry.attempts += 1;
                     let delay = config.backoff.delay(entry.attempts, &mut rand::rng());
                     entry.until = Instant::now() + delay;
-                    metrics::outbox_failed();
+                    metrics::outbox_failed(publisher.service());
                     tracing::warn!(
                         key = %outcome.key,
                         row = id,
