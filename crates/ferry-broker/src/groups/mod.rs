@@ -12,6 +12,7 @@ pub mod assignor;
 pub mod consumer;
 pub mod coordinator;
 pub mod offsets_topic;
+mod reconcile;
 pub mod store;
 
 use std::path::Path;

@@ -180,9 +180,15 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "true");
+        // A `group.protocol` property set directly wins over the field.
+        let protocol = self
+            .consumer
+            .get("group.protocol")
+            .or_else(|| self.client.get("group.protocol"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(self.group_protocol);
         for (k, v) in self.client.iter().chain(&self.consumer) {
-            if self.group_protocol == GroupProtocol::Consumer && CLASSIC_ONLY.contains(&k.as_str())
-            {
+            if protocol == GroupProtocol::Consumer && CLASSIC_ONLY.contains(&k.as_str()) {
                 tracing::debug!(
                     property = %k,
                     "not used with the consumer group protocol (the broker decides); skipped"
@@ -191,7 +197,7 @@ impl KafkaConfig {
             }
             config.set(k, v);
         }
-        config.set("group.protocol", self.group_protocol.name());
+        config.set("group.protocol", protocol.name());
         // Commit-after-success is the router's contract; auto-commit would break it.
         config
             .set("enable.auto.commit", "false")
@@ -345,4 +351,28 @@ pub(crate) fn probe_blocking<C: ConsumerContext>(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod group_protocol_tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_protocol_drops_the_classic_only_properties() {
+        let classic = KafkaConfig::new("b:9092").set_consumer("session.timeout.ms", "6000");
+        let c = classic.consumer_config("g");
+        assert_eq!(c.get("group.protocol"), Some("classic"));
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+
+        let consumer = classic.clone().group_protocol(GroupProtocol::Consumer);
+        let c = consumer.consumer_config("g");
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+        assert_eq!(c.get("session.timeout.ms"), None);
+
+        // The property set directly wins over the field.
+        let direct = classic.set_consumer("group.protocol", "consumer");
+        let c = direct.consumer_config("g");
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+        assert_eq!(c.get("session.timeout.ms"), None);
+    }
 }

@@ -70,7 +70,7 @@ pub struct GroupBenchArgs {
     #[arg(long, value_parser = ["classic", "consumer", "both"], default_value = "both")]
     protocol: String,
     /// Joins measured per protocol; the table shows the median.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
 
