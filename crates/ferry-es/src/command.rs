@@ -297,8 +297,9 @@ impl<A: Aggregate> CommandHandler<A> {
             Err(e) => {
                 // A failed rollback only means the connection is gone, which rolls back too;
                 // the original error is the one worth reporting.
+                let seen = self.store.version_seen_by(&mut tx, stream_id, &e).await;
                 let _ = tx.rollback().await;
-                Err(self.store.append_error(stream_id, version, e).await)
+                Err(self.store.append_error(stream_id, version, e, seen).await)
             }
         }
     }

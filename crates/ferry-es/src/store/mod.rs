@@ -259,21 +259,48 @@ impl EventStore {
                 Ok(recorded)
             }
             Err(e) => {
+                let seen = self.version_seen_by(&mut tx, stream_id, &e).await;
                 tx.rollback().await?;
-                Err(self.append_error(stream_id, expected, e).await)
+                Err(self.append_error(stream_id, expected, e, seen).await)
             }
         }
     }
 
-    /// Turns an [`AppendError`] into the caller's error, after the transaction was rolled back.
+    /// On a conflict, the stream's version as the failed transaction sees it, read before it
+    /// is rolled back: with group commit (SQLite) the winning append may sit in a batch that is
+    /// not committed yet, so a fresh connection would still see the old version. `None` if the
+    /// transaction can no longer read (PostgreSQL aborts it on the failed insert).
+    pub(crate) async fn version_seen_by(
+        &self,
+        conn: &mut AnyConnection,
+        stream_id: &str,
+        e: &AppendError,
+    ) -> Option<i64> {
+        match e {
+            AppendError::Conflict => sqlx::query_scalar(schema::STREAM_VERSION)
+                .bind(stream_id)
+                .fetch_one(conn)
+                .await
+                .ok(),
+            AppendError::Other(_) => None,
+        }
+    }
+
+    /// Turns an [`AppendError`] into the caller's error, after the transaction was rolled back;
+    /// `seen` is [`EventStore::version_seen_by`] (else the version is read afresh).
     pub(crate) async fn append_error(
         &self,
         stream_id: &str,
         expected: i64,
         e: AppendError,
+        seen: Option<i64>,
     ) -> Error {
+        let version = match seen {
+            Some(version) => Ok(version),
+            None => self.stream_version(stream_id).await,
+        };
         match e {
-            AppendError::Conflict => match self.stream_version(stream_id).await {
+            AppendError::Conflict => match version {
                 Ok(actual) => Error::Conflict {
                     stream_id: stream_id.to_owned(),
                     expected,
