@@ -228,6 +228,9 @@ impl<A: Aggregate> CommandHandler<A> {
                     });
                 }
                 Err(e) if e.is_conflict() && attempts <= self.max_retries => {
+                    // The winner may sit in the open group commit batch, not yet readable by
+                    // the reload: wait for that batch first.
+                    self.store.database().sync().await.map_err(Error::from)?;
                     let wait = self.backoff(attempts);
                     tracing::debug!(stream_id, attempts, ?wait, "conflict; retrying the command");
                     tokio::time::sleep(wait).await;
@@ -295,9 +298,9 @@ impl<A: Aggregate> CommandHandler<A> {
                 Ok((new_version, recorded, state))
             }
             Err(e) => {
+                let seen = self.store.conflict_version_in(&mut tx, stream_id, &e).await;
                 // A failed rollback only means the connection is gone, which rolls back too;
                 // the original error is the one worth reporting.
-                let seen = self.store.version_seen_by(&mut tx, stream_id, &e).await;
                 let _ = tx.rollback().await;
                 Err(self.store.append_error(stream_id, version, e, seen).await)
             }

@@ -259,35 +259,37 @@ impl EventStore {
                 Ok(recorded)
             }
             Err(e) => {
-                let seen = self.version_seen_by(&mut tx, stream_id, &e).await;
+                let seen = self.conflict_version_in(&mut tx, stream_id, &e).await;
                 tx.rollback().await?;
                 Err(self.append_error(stream_id, expected, e, seen).await)
             }
         }
     }
 
-    /// On a conflict, the stream's version as the failed transaction sees it, read before it
-    /// is rolled back: with group commit (SQLite) the winning append may sit in a batch that is
-    /// not committed yet, so a fresh connection would still see the old version. `None` if the
-    /// transaction can no longer read (PostgreSQL aborts it on the failed insert).
-    pub(crate) async fn version_seen_by(
+    /// On a conflict, the stream's version as the failed append's transaction sees it, read
+    /// before that transaction is rolled back. On SQLite the winner may be a command of the
+    /// same group commit batch, not committed yet, so only this view has it; on PostgreSQL the
+    /// failed statement aborted the transaction, the read fails and `None` says to read the
+    /// committed version (where the winner is: PostgreSQL reports a unique violation only
+    /// once the other transaction committed).
+    pub(crate) async fn conflict_version_in(
         &self,
         conn: &mut AnyConnection,
         stream_id: &str,
         e: &AppendError,
     ) -> Option<i64> {
-        match e {
-            AppendError::Conflict => sqlx::query_scalar(schema::STREAM_VERSION)
-                .bind(stream_id)
-                .fetch_one(conn)
-                .await
-                .ok(),
-            AppendError::Other(_) => None,
+        if !matches!(e, AppendError::Conflict) || self.db.is_postgres() {
+            return None;
         }
+        sqlx::query_scalar(schema::STREAM_VERSION)
+            .bind(stream_id)
+            .fetch_one(&mut *conn)
+            .await
+            .ok()
     }
 
     /// Turns an [`AppendError`] into the caller's error, after the transaction was rolled back;
-    /// `seen` is [`EventStore::version_seen_by`] (else the version is read afresh).
+    /// `seen` is the version [`EventStore::conflict_version_in`] read, if any.
     pub(crate) async fn append_error(
         &self,
         stream_id: &str,
@@ -295,12 +297,15 @@ impl EventStore {
         e: AppendError,
         seen: Option<i64>,
     ) -> Error {
-        let version = match seen {
-            Some(version) => Ok(version),
-            None => self.stream_version(stream_id).await,
-        };
+        if let (AppendError::Conflict, Some(actual)) = (&e, seen) {
+            return Error::Conflict {
+                stream_id: stream_id.to_owned(),
+                expected,
+                actual,
+            };
+        }
         match e {
-            AppendError::Conflict => match version {
+            AppendError::Conflict => match self.stream_version(stream_id).await {
                 Ok(actual) => Error::Conflict {
                     stream_id: stream_id.to_owned(),
                     expected,

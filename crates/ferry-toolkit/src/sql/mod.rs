@@ -312,6 +312,18 @@ impl Database {
         })
     }
 
+    /// Waits until every write already committed into the writer's open batch is durable and
+    /// visible through [`Database::pool`] (SQLite group commit: an empty command that joins
+    /// the batch and waits for its commit). A no-op on PostgreSQL, where a commit is visible
+    /// once it returns. For a writer that lost a race to a command of the open batch (a unique
+    /// violation) and must read the winner's write before it tries again.
+    pub async fn sync(&self) -> Result<()> {
+        if let Some(group) = &self.group {
+            group.begin().await?.commit().await?;
+        }
+        Ok(())
+    }
+
     /// Applies the toolkit's own tables, then `migrations` of `service`, each once. See
     /// `migrate.rs` for how concurrent starts are kept apart.
     ///
