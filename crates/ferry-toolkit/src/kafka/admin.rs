@@ -309,7 +309,7 @@ impl Admin {
         let client = self.client.clone();
         blocking(move || {
             let list = client.fetch_group_list(None, TIMEOUT)?;
-            let mut groups: Vec<GroupInfo> = list
+            let groups: Vec<GroupInfo> = list
                 .groups()
                 .iter()
                 .map(|g| GroupInfo {
