@@ -79,17 +79,16 @@ async fn groups_show_protocol_epochs_and_assignments() {
         member["targetAssignment"], member["assignment"],
         "{modern_view}"
     );
-    assert!(
-        !member["id"].as_str().unwrap().is_empty(),
-        "{modern_view}"
-    );
+    assert!(!member["id"].as_str().unwrap().is_empty(), "{modern_view}");
     let group_epoch = modern_view["groupEpoch"].as_i64().unwrap();
     let assignment_epoch = modern_view["assignmentEpoch"].as_i64().unwrap();
     assert!(group_epoch > 0, "{modern_view}");
     assert_eq!(assignment_epoch, group_epoch, "{modern_view}");
     assert_eq!(epoch, assignment_epoch, "{modern_view}");
     assert!(
-        modern_view["assignor"].as_str().is_some_and(|a| !a.is_empty()),
+        modern_view["assignor"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
         "{modern_view}"
     );
     assert!(modern_view["offsets"].is_array(), "{modern_view}");
@@ -97,9 +96,16 @@ async fn groups_show_protocol_epochs_and_assignments() {
     // The classic group: protocol classic, no epochs; its assignor is the client's.
     let old_view = group(&groups, "old").unwrap();
     assert_eq!(old_view["protocol"], "classic", "{old_view}");
-    assert_eq!(old_view["members"].as_array().unwrap().len(), 1, "{old_view}");
+    assert_eq!(
+        old_view["members"].as_array().unwrap().len(),
+        1,
+        "{old_view}"
+    );
     assert!(old_view["groupEpoch"].is_null(), "{old_view}");
-    assert!(old_view["members"][0]["memberEpoch"].is_null(), "{old_view}");
+    assert!(
+        old_view["members"][0]["memberEpoch"].is_null(),
+        "{old_view}"
+    );
     assert!(
         old_view["assignor"].as_str().is_some_and(|a| !a.is_empty()),
         "{old_view}"

@@ -171,10 +171,7 @@ pub async fn all_brokers(c: &mut Connection) -> Result<Vec<String>> {
 }
 
 /// `host:port` of the transaction coordinator of `transactional_id`.
-pub async fn transaction_coordinator(
-    c: &mut Connection,
-    transactional_id: &str,
-) -> Result<String> {
+pub async fn transaction_coordinator(c: &mut Connection, transactional_id: &str) -> Result<String> {
     coordinator(c, transactional_id, 1).await
 }
 
