@@ -111,6 +111,10 @@ pub enum Error {
     /// The broker refused a message (a publisher nack, or no queue took it).
     #[error("rejected by the broker: {0}")]
     Rejected(String),
+    /// A Kafka protocol exchange of [`crate::kafka::wire`] failed: an error code, a response
+    /// that cannot be decoded, or no version both sides implement.
+    #[error("kafka protocol: {0}")]
+    Protocol(String),
     /// The AMQP client reported an error.
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ferry_toolkit::kafka::{Admin, KafkaConfig};
+use ferry_toolkit::kafka::{Admin, KafkaConfig, wire};
 
 use crate::kafka::BrokersArg;
 
@@ -51,39 +51,19 @@ async fn list(brokers: &str) -> anyhow::Result<()> {
         .groups()
         .await
         .with_context(|| format!("cannot list groups at {brokers}"))?;
-    // librdkafka describes groups with DescribeGroups, which knows only classic groups; the
-    // type and a consumer-protocol group's state and members come from ListGroups v5 and
-    // ConsumerGroupDescribe.
-    let types = crate::wire::group_types(brokers).await.unwrap_or_default();
+    // Admin::groups describes consumer-protocol groups (KIP-848) with ListGroups v5 and
+    // ConsumerGroupDescribe: librdkafka's DescribeGroups knows only classic groups.
     println!(
         "{:<32} {:<22} {:<9} {:<10} MEMBERS",
         "GROUP", "STATE", "TYPE", "PROTOCOL"
     );
     for g in groups {
-        let kind = types
-            .iter()
-            .find(|(name, _, _)| *name == g.name)
-            .map(|(_, t, _)| t.as_str())
-            .unwrap_or("classic");
-        if kind == "consumer"
-            && let Some(c) = crate::wire::consumer_group(brokers, &g.name).await?
-        {
-            println!(
-                "{:<32} {:<22} {:<9} {:<10} {}",
-                g.name,
-                c.state,
-                kind,
-                c.assignor,
-                c.members.len()
-            );
-            continue;
-        }
         println!(
             "{:<32} {:<22} {:<9} {:<10} {}",
             g.name,
             g.state,
-            kind,
             g.protocol,
+            g.assignor,
             g.members.len()
         );
     }
@@ -99,7 +79,7 @@ fn partitions(list: &[(String, Vec<i32>)]) -> String {
 
 /// A consumer-protocol group's header and members: each member's epoch and assignment, and
 /// its target while it is still moving towards it.
-fn print_consumer_group(group: &str, c: &crate::wire::ConsumerGroup) {
+fn print_consumer_group(group: &str, c: &wire::ConsumerGroup) {
     println!(
         "group {group}: protocol consumer (KIP-848), state {}, group epoch {}, assignment epoch {}, assignor {}",
         c.state, c.epoch, c.assignment_epoch, c.assignor
@@ -129,7 +109,7 @@ fn print_consumer_group(group: &str, c: &crate::wire::ConsumerGroup) {
 
 async fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
     let admin = admin(brokers)?;
-    if let Some(c) = crate::wire::consumer_group(brokers, group)
+    if let Some(c) = wire::consumer_group(brokers, group)
         .await
         .context("cannot describe the consumer group")?
     {
@@ -144,7 +124,7 @@ async fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
         };
         println!(
             "group {group}: protocol classic, state {}, assignor {}",
-            g.state, g.protocol
+            g.state, g.assignor
         );
         println!("\n{:<48} {:<22} ASSIGNMENT", "MEMBER", "HOST");
         for m in &g.members {
@@ -172,7 +152,7 @@ async fn describe(brokers: &str, group: &str) -> anyhow::Result<()> {
     }
     // Offsets an open transaction will commit (send_offsets_to_transaction): librdkafka cannot
     // show them, OffsetFetch with require_stable can.
-    if let Some(pending) = crate::wire::pending_offsets(brokers, group, &[])
+    if let Some(pending) = wire::pending_offsets(brokers, group, &[])
         .await
         .context("cannot ask for pending transactional offsets")?
         && !pending.is_empty()

@@ -20,7 +20,6 @@ mod serve;
 mod services;
 mod topics;
 mod transactions;
-mod wire;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

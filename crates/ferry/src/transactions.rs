@@ -1,6 +1,6 @@
 //! `ferry transactions list|describe`: the transactional ids a cluster's coordinators know, and one
 //! transaction's state, producer, timeout and partitions (KIP-664's ListTransactions and
-//! DescribeTransactions, which librdkafka has no API for; see `wire`).
+//! DescribeTransactions, which librdkafka has no API for; see `ferry_toolkit::kafka::wire`).
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::BrokersArg;
-use crate::wire;
+use ferry_toolkit::kafka::wire;
 
 #[derive(Debug, Subcommand)]
 pub enum TransactionsCommand {

@@ -39,9 +39,13 @@ pub(crate) struct GroupView {
     lag: i64,
 }
 
-/// Every consumer group with its members, committed offsets and lag.
+/// Every consumer group with its protocol (`classic` or `consumer`), members, committed offsets
+/// and lag. A consumer-protocol group (KIP-848) also has `groupEpoch` and `assignmentEpoch`, and
+/// each of its members `memberEpoch`, `assignment` and `targetAssignment` (they differ while the
+/// member reconciles); for a classic group those are null.
 #[utoipa::path(get, path = "/api/ferry/groups",
-    responses((status = 200, description = "groups"), (status = 503, description = "broker down")))]
+    responses((status = 200, description = "groups: name, state, protocol (classic or consumer), assignor, groupEpoch and assignmentEpoch (consumer protocol), members (id, clientId, host, instanceId, memberEpoch, assignment, targetAssignment), offsets, lag"),
+        (status = 503, description = "broker down")))]
 pub(crate) async fn groups(
     State(state): State<AppState>,
 ) -> Result<ApiJson<Vec<GroupView>>, ApiError> {

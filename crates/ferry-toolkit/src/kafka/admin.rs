@@ -2,7 +2,10 @@
 //! partitions' offsets, consumer groups with their members and assignments, each group's
 //! committed offsets with lag, and the dead-letter topics with their letters still pending.
 //!
-//! librdkafka's calls block, so every method runs on tokio's blocking pool.
+//! librdkafka's calls block, so every method runs on tokio's blocking pool. librdkafka
+//! describes groups with the classic DescribeGroups, which shows a consumer-protocol group
+//! (KIP-848) as `Dead` with no members; [`Admin::groups`] describes those with [`super::wire`]
+//! (ListGroups v5, ConsumerGroupDescribe).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,16 +54,31 @@ pub struct PartitionInfo {
     pub end: i64,
 }
 
+/// The classic group protocol (JoinGroup/SyncGroup, client-side assignment).
+pub const CLASSIC: &str = "classic";
+/// The consumer group protocol of KIP-848 (ConsumerGroupHeartbeat, broker-side assignment).
+pub const CONSUMER: &str = "consumer";
+
 /// A consumer group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupInfo {
     /// The group id.
     pub name: String,
-    /// `Stable`, `PreparingRebalance`, `Empty`, ...
+    /// Classic groups: `Stable`, `PreparingRebalance`, `Empty`, ...; consumer-protocol groups:
+    /// `Empty`, `Assigning`, `Reconciling`, `Stable`.
     pub state: String,
-    /// The assignment protocol chosen (e.g. `range`).
+    /// The group protocol: [`CLASSIC`] or [`CONSUMER`] (KIP-848).
     pub protocol: String,
+    /// The assignor: for a classic group the assignment protocol its members chose (e.g.
+    /// `range`), for a consumer-protocol group the broker-side assignor (e.g. `uniform`).
+    pub assignor: String,
+    /// Consumer-protocol groups: the group epoch, bumped by every membership, subscription or
+    /// metadata change. `None` for classic groups.
+    pub group_epoch: Option<i32>,
+    /// Consumer-protocol groups: the epoch of the target assignment; it lags the group epoch
+    /// while the assignor has not caught up. `None` for classic groups.
+    pub assignment_epoch: Option<i32>,
     /// Its members.
     pub members: Vec<MemberInfo>,
 }
@@ -69,14 +87,49 @@ pub struct GroupInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberInfo {
-    /// The member id the coordinator gave it.
+    /// The member id the coordinator (classic) or the client (consumer protocol) gave it.
     pub id: String,
     /// The client's `client.id`.
     pub client_id: String,
     /// Where it connects from.
     pub host: String,
+    /// Static membership's `group.instance.id`, if set (consumer-protocol groups only).
+    pub instance_id: Option<String>,
+    /// Consumer-protocol groups: the member epoch; equal to the group's assignment epoch once
+    /// the member has reconciled. `None` for classic groups.
+    pub member_epoch: Option<i32>,
     /// Its partitions, per topic.
     pub assignment: Vec<(String, Vec<i32>)>,
+    /// Consumer-protocol groups: the partitions it is moving towards, per topic (equal to
+    /// `assignment` once reconciled). `None` for classic groups.
+    pub target_assignment: Option<Vec<(String, Vec<i32>)>>,
+}
+
+impl GroupInfo {
+    /// A consumer-protocol group as ConsumerGroupDescribe shows it.
+    fn consumer(name: String, c: super::wire::ConsumerGroup) -> GroupInfo {
+        GroupInfo {
+            name,
+            state: c.state,
+            protocol: CONSUMER.to_owned(),
+            assignor: c.assignor,
+            group_epoch: Some(c.epoch),
+            assignment_epoch: Some(c.assignment_epoch),
+            members: c
+                .members
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: m.id,
+                    client_id: m.client_id,
+                    host: m.host,
+                    instance_id: m.instance_id,
+                    member_epoch: Some(m.epoch),
+                    assignment: m.assignment,
+                    target_assignment: Some(m.target),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A group's position on one partition.
@@ -202,18 +255,70 @@ impl Admin {
         .await
     }
 
-    /// Every consumer group with its members, sorted by name.
+    /// Every consumer group with its protocol and members, sorted by name. Classic groups come
+    /// from librdkafka; consumer-protocol groups (KIP-848) are found with ListGroups v5 and
+    /// described with ConsumerGroupDescribe, with their epochs and each member's epoch,
+    /// assignment and target assignment. A broker too old for either lists every group as
+    /// classic.
     pub async fn groups(&self) -> Result<Vec<GroupInfo>> {
+        let mut groups = self.classic_groups().await?;
+        let brokers = self.config.bootstrap_servers.as_str();
+        let types = match super::wire::group_types(brokers).await {
+            Ok(types) => types,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list group types; showing every group as classic");
+                Vec::new()
+            }
+        };
+        for (name, kind, state) in types {
+            if kind != CONSUMER {
+                continue;
+            }
+            let described = match super::wire::consumer_group(brokers, &name).await {
+                Ok(described) => described,
+                Err(e) => {
+                    tracing::debug!(group = %name, error = %e, "cannot describe a consumer-protocol group");
+                    None
+                }
+            };
+            let group = match described {
+                Some(c) => GroupInfo::consumer(name.clone(), c),
+                // Listed as a consumer group but not described (gone meanwhile, or an error):
+                // what ListGroups said.
+                None => GroupInfo {
+                    name: name.clone(),
+                    state,
+                    protocol: CONSUMER.to_owned(),
+                    assignor: String::new(),
+                    group_epoch: None,
+                    assignment_epoch: None,
+                    members: Vec::new(),
+                },
+            };
+            match groups.iter_mut().find(|g| g.name == name) {
+                Some(g) => *g = group,
+                None => groups.push(group),
+            }
+        }
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(groups)
+    }
+
+    /// Every group as librdkafka's DescribeGroups shows it: all classic.
+    async fn classic_groups(&self) -> Result<Vec<GroupInfo>> {
         let client = self.client.clone();
         blocking(move || {
             let list = client.fetch_group_list(None, TIMEOUT)?;
-            let mut groups: Vec<GroupInfo> = list
+            let groups: Vec<GroupInfo> = list
                 .groups()
                 .iter()
                 .map(|g| GroupInfo {
                     name: g.name().to_owned(),
                     state: g.state().to_owned(),
-                    protocol: g.protocol().to_owned(),
+                    protocol: CLASSIC.to_owned(),
+                    assignor: g.protocol().to_owned(),
+                    group_epoch: None,
+                    assignment_epoch: None,
                     members: g
                         .members()
                         .iter()
@@ -221,12 +326,14 @@ impl Admin {
                             id: m.id().to_owned(),
                             client_id: m.client_id().to_owned(),
                             host: m.client_host().to_owned(),
+                            instance_id: None,
+                            member_epoch: None,
                             assignment: assignment(m.assignment()),
+                            target_assignment: None,
                         })
                         .collect(),
                 })
                 .collect();
-            groups.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(groups)
         })
         .await

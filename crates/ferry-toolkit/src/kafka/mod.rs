@@ -10,6 +10,8 @@
 //! - [`start_tap`]: an observer of every matching topic (the dashboard's live view).
 //! - [`Admin`]: topics, offsets, groups and lag, and dead letters still pending, for tools and
 //!   the dashboard.
+//! - [`wire`]: a minimal Kafka protocol client for what librdkafka does not expose (transactions,
+//!   pending transactional offsets, consumer-protocol groups).
 //!
 //! It talks to any Kafka-protocol broker over TCP: Ferry's own, Apache Kafka or Redpanda.
 
@@ -21,6 +23,7 @@ mod redrive;
 mod reply;
 mod sender;
 mod tap;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,8 +37,8 @@ use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{
-    Admin, DeadLetterTopic, GroupInfo, GroupOffset, MemberInfo, PartitionInfo, TopicInfo,
-    assignment,
+    Admin, CLASSIC, CONSUMER, DeadLetterTopic, GroupInfo, GroupOffset, MemberInfo, PartitionInfo,
+    TopicInfo, assignment,
 };
 pub use consumer::{RouterHandle, start_router};
 pub use eos::CRASH_BEFORE_COMMIT_ENV;

@@ -365,7 +365,7 @@ async function refreshCluster() {
     brokerState(false, error.message);
     const row = (n) => el('tr', {}, el('td', { colspan: n, class: 'lagging' }, `broker unreachable: ${error.message}`));
     $('#topics tbody').replaceChildren(row(3));
-    $('#groups tbody').replaceChildren(row(4));
+    $('#groups tbody').replaceChildren(row(5));
     $('#dlq tbody').replaceChildren(row(3));
     return;
   }
@@ -376,13 +376,36 @@ async function refreshCluster() {
       el('td', {}, t.partitions.reduce((n, p) => n + p.end - p.start, 0)))));
     const groups = await call('GET', '/api/ferry/groups');
     $('#groups tbody').replaceChildren(...groups.map((g) => el('tr', {},
-      el('td', {}, g.name), el('td', {}, g.state), el('td', {}, g.members.length),
+      el('td', {}, g.name), el('td', {}, g.state),
+      el('td', { title: groupDetail(g) }, g.groupEpoch == null ? g.protocol : `${g.protocol} (epoch ${g.groupEpoch})`),
+      el('td', { title: g.members.map(memberDetail).join('\n') || 'no members' }, g.members.length),
       el('td', { class: g.lag > 0 ? 'lagging' : '' }, g.lag))));
     const letters = await call('GET', '/api/ferry/dlq');
     $('#dlq tbody').replaceChildren(...letters.map((d) => el('tr', {},
       el('td', {}, d.topic), el('td', { class: d.pending > 0 ? 'lagging' : '', title: `${d.messages} held in all` }, d.pending),
       el('td', {}, el('button', { type: 'button', onclick: (e) => redrive(d.topic, e.target) }, `Re-drive to ${d.originalTopic}`)))));
   } catch { /* the broker may be starting; the next refresh tries again */ }
+}
+
+// `t[0,1] u[2]`: a member's partitions, per topic.
+const partitions = (assignment) => assignment.map(([topic, ps]) => `${topic}[${ps.join(',')}]`).join(' ') || 'none';
+
+// A consumer-protocol group's (KIP-848) epochs and assignor; a classic group's assignor.
+function groupDetail(g) {
+  if (g.groupEpoch == null) return `classic group, assignor ${g.assignor || 'none'}`;
+  const catching = g.assignmentEpoch < g.groupEpoch ? ' (the assignor is catching up)' : '';
+  return `consumer group (KIP-848), group epoch ${g.groupEpoch}, assignment epoch ${g.assignmentEpoch}${catching}, assignor ${g.assignor || 'none'}`;
+}
+
+// One member: id, client and host, epoch, partitions, and its target while it reconciles.
+function memberDetail(m) {
+  let line = `${m.instanceId ?? m.id} (${m.clientId}@${m.host})`;
+  if (m.memberEpoch != null) line += ` epoch ${m.memberEpoch}`;
+  line += `: ${partitions(m.assignment)}`;
+  if (m.targetAssignment && partitions(m.targetAssignment) !== partitions(m.assignment)) {
+    line += ` → target ${partitions(m.targetAssignment)}`;
+  }
+  return line;
 }
 
 async function redrive(topic, button) {

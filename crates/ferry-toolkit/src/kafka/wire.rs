@@ -1,11 +1,15 @@
 //! A minimal Kafka protocol client for the admin APIs librdkafka does not expose
 //! (ListTransactions, DescribeTransactions, DescribeProducers; KIP-664). It speaks to any Kafka
 //! cluster: it asks each broker's ApiVersions and uses the highest version both sides know; the
-//! `kafka-protocol` crate encodes and decodes every message.
+//! `kafka-protocol` crate encodes and decodes every message. It also describes consumer-protocol
+//! groups (KIP-848: ListGroups v5, ConsumerGroupDescribe), which librdkafka's classic
+//! DescribeGroups shows as `Dead` with no members; [`super::Admin::groups`] and the `ferry`
+//! command use it for that.
+//!
+//! It connects over plain TCP (no TLS or SASL).
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
@@ -17,12 +21,20 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::error::{Error, Result};
+
+/// A protocol-level failure (a bad answer, an error code, no common version).
+fn fail(what: impl std::fmt::Display) -> Error {
+    Error::Protocol(what.to_string())
+}
+
 /// Longest a request may take.
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest response accepted.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// One connection to one broker, with the versions it supports.
+#[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     versions: Vec<(i16, i16, i16)>,
@@ -31,11 +43,11 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `addr` (`host:port`) and learns its API versions.
-    pub async fn open(addr: &str) -> anyhow::Result<Connection> {
+    pub async fn open(addr: &str) -> Result<Connection> {
         let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
             .await
-            .with_context(|| format!("connecting to {addr} timed out"))?
-            .with_context(|| format!("cannot connect to {addr}"))?;
+            .map_err(|_| Error::Unavailable(format!("connecting to {addr} timed out")))?
+            .map_err(|e| Error::Unavailable(format!("cannot connect to {addr}: {e}")))?;
         let mut c = Connection {
             stream,
             versions: Vec::new(),
@@ -46,7 +58,10 @@ impl Connection {
             .send(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
             .await?;
         if resp.error_code != 0 {
-            bail!("{addr}: ApiVersions error {}", resp.error_code);
+            return Err(fail(format!(
+                "{addr}: ApiVersions error {}",
+                resp.error_code
+            )));
         }
         c.versions = resp
             .api_keys
@@ -57,17 +72,19 @@ impl Connection {
     }
 
     /// The highest version of `api` both sides implement, at most `ours`.
-    pub fn version(&self, api: ApiKey, ours: i16) -> anyhow::Result<i16> {
+    pub fn version(&self, api: ApiKey, ours: i16) -> Result<i16> {
         let codec = api.valid_versions();
         let (_, min, max) = self
             .versions
             .iter()
             .copied()
             .find(|(k, _, _)| *k == api as i16)
-            .with_context(|| format!("the broker does not support {api:?}"))?;
+            .ok_or_else(|| fail(format!("the broker does not support {api:?}")))?;
         let v = max.min(ours).min(codec.max);
         if v < min.max(codec.min) {
-            bail!("no common version of {api:?} (broker {min}..{max})");
+            return Err(fail(format!(
+                "no common version of {api:?} (broker {min}..{max})"
+            )));
         }
         Ok(v)
     }
@@ -78,7 +95,7 @@ impl Connection {
         api: ApiKey,
         version: i16,
         req: &Req,
-    ) -> anyhow::Result<Resp> {
+    ) -> Result<Resp> {
         self.correlation += 1;
         let mut buf = BytesMut::new();
         buf.put_i32(0);
@@ -87,27 +104,31 @@ impl Connection {
             .with_request_api_version(version)
             .with_correlation_id(self.correlation)
             .with_client_id(Some(StrBytes::from_static_str("ferry")))
-            .encode(&mut buf, api.request_header_version(version))?;
-        req.encode(&mut buf, version)?;
+            .encode(&mut buf, api.request_header_version(version))
+            .map_err(|e| fail(format!("cannot encode a {api:?} request header: {e}")))?;
+        req.encode(&mut buf, version)
+            .map_err(|e| fail(format!("cannot encode a {api:?} v{version} request: {e}")))?;
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         let exchange = async {
             self.stream.write_all(&buf).await?;
             let len = self.stream.read_i32().await?;
             let len = usize::try_from(len).ok().filter(|&l| l <= MAX_RESPONSE);
-            let len = len.context("bad response length")?;
+            let len = len.ok_or_else(|| fail("bad response length"))?;
             let mut body = vec![0u8; len];
             self.stream.read_exact(&mut body).await?;
-            anyhow::Ok(Bytes::from(body))
+            Ok::<_, Error>(Bytes::from(body))
         };
         let mut body = tokio::time::timeout(TIMEOUT, exchange)
             .await
-            .context("the broker did not answer in time")??;
-        let header = ResponseHeader::decode(&mut body, api.response_header_version(version))?;
+            .map_err(|_| Error::Unavailable("the broker did not answer in time".into()))??;
+        let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
+            .map_err(|e| fail(format!("cannot decode a {api:?} response header: {e}")))?;
         if header.correlation_id != self.correlation {
-            bail!("response out of order");
+            return Err(fail("response out of order"));
         }
-        let resp = Resp::decode(&mut body, version)?;
+        let resp = Resp::decode(&mut body, version)
+            .map_err(|e| fail(format!("cannot decode a {api:?} v{version} response: {e}")))?;
         if body.has_remaining() {
             tracing::debug!(
                 ?api,
@@ -121,7 +142,7 @@ impl Connection {
 }
 
 /// The first reachable bootstrap broker of a comma-separated list.
-pub async fn bootstrap(brokers: &str) -> anyhow::Result<Connection> {
+pub async fn bootstrap(brokers: &str) -> Result<Connection> {
     let mut last = None;
     for addr in brokers.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match Connection::open(addr).await {
@@ -129,11 +150,11 @@ pub async fn bootstrap(brokers: &str) -> anyhow::Result<Connection> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no broker address given")))
+    Err(last.unwrap_or_else(|| Error::Config("no broker address given".into())))
 }
 
 /// `host:port` of every broker in the cluster.
-pub async fn all_brokers(c: &mut Connection) -> anyhow::Result<Vec<String>> {
+pub async fn all_brokers(c: &mut Connection) -> Result<Vec<String>> {
     let v = c.version(ApiKey::Metadata, 4)?;
     let resp: MetadataResponse = c
         .send(
@@ -150,22 +171,22 @@ pub async fn all_brokers(c: &mut Connection) -> anyhow::Result<Vec<String>> {
 }
 
 /// `host:port` of the transaction coordinator of `transactional_id`.
-pub async fn transaction_coordinator(
-    c: &mut Connection,
-    transactional_id: &str,
-) -> anyhow::Result<String> {
+pub async fn transaction_coordinator(c: &mut Connection, transactional_id: &str) -> Result<String> {
     coordinator(c, transactional_id, 1).await
 }
 
 /// `host:port` of the coordinator of `key` (key type 0: a group, 1: a transactional id).
-async fn coordinator(c: &mut Connection, key: &str, key_type: i8) -> anyhow::Result<String> {
+async fn coordinator(c: &mut Connection, key: &str, key_type: i8) -> Result<String> {
     let v = c.version(ApiKey::FindCoordinator, 3)?.max(1);
     let req = FindCoordinatorRequest::default()
         .with_key(StrBytes::from_string(key.to_owned()))
         .with_key_type(key_type);
     let resp: FindCoordinatorResponse = c.send(ApiKey::FindCoordinator, v, &req).await?;
     if resp.error_code != 0 {
-        bail!("FindCoordinator for {key:?}: error {}", resp.error_code);
+        return Err(fail(format!(
+            "FindCoordinator for {key:?}: error {}",
+            resp.error_code
+        )));
     }
     Ok(format!("{}:{}", resp.host.as_str(), resp.port))
 }
@@ -180,7 +201,7 @@ pub async fn pending_offsets(
     brokers: &str,
     group: &str,
     partitions: &[(String, i32)],
-) -> anyhow::Result<Option<Vec<(String, i32)>>> {
+) -> Result<Option<Vec<(String, i32)>>> {
     let mut bootstrap = bootstrap(brokers).await?;
     let mut partitions = partitions.to_vec();
     if partitions.is_empty() {
@@ -259,6 +280,8 @@ pub struct ConsumerGroupMember {
     pub id: String,
     /// Static membership id.
     pub instance_id: Option<String>,
+    /// The client's `client.id`.
+    pub client_id: String,
     /// Member epoch: equal to the assignment epoch once the member has reconciled.
     pub epoch: i32,
     /// Client address.
@@ -271,7 +294,7 @@ pub struct ConsumerGroupMember {
 
 /// `group` described with ConsumerGroupDescribe (KIP-848); `None` if the coordinator does not
 /// support it or the group is not a consumer-protocol group (a classic group, or unknown).
-pub async fn consumer_group(brokers: &str, group: &str) -> anyhow::Result<Option<ConsumerGroup>> {
+pub async fn consumer_group(brokers: &str, group: &str) -> Result<Option<ConsumerGroup>> {
     use kafka_protocol::messages::consumer_group_describe_response::Assignment;
     use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
     let mut bootstrap = bootstrap(brokers).await?;
@@ -311,6 +334,7 @@ pub async fn consumer_group(brokers: &str, group: &str) -> anyhow::Result<Option
             .map(|m| ConsumerGroupMember {
                 id: m.member_id.to_string(),
                 instance_id: m.instance_id.as_ref().map(|s| s.to_string()),
+                client_id: m.client_id.to_string(),
                 epoch: m.member_epoch,
                 host: m.client_host.to_string(),
                 assignment: parts(&m.assignment),
@@ -322,7 +346,7 @@ pub async fn consumer_group(brokers: &str, group: &str) -> anyhow::Result<Option
 
 /// Every group's type ("classic" or "consumer") and state, from ListGroups v5 (KIP-848); empty
 /// if the broker's ListGroups is older.
-pub async fn group_types(brokers: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+pub async fn group_types(brokers: &str) -> Result<Vec<(String, String, String)>> {
     use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
     let mut c = bootstrap(brokers).await?;
     let v = c.version(ApiKey::ListGroups, 5)?;
