@@ -103,9 +103,20 @@ where
                 tracing::debug!(%group, error = %e, "tap: commit not sent");
             }
         }
-        // Leave the group promptly so a restarted tap gets the partitions at once.
+        // Leave the group promptly so a restarted tap gets the partitions at once: unsubscribe,
+        // then keep polling briefly so librdkafka can serve the revocation (a rebalance that a
+        // new matching topic started is often in flight); closing without that waits seconds.
         consumer.unsubscribe();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                if consumer.recv().await.is_err() {
+                    // An error (the broker is gone) comes back at once: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+        .await;
+        drop(consumer);
         tracing::info!(%group, "tap stopped");
     });
     Ok(TapHandle { stop, task })
