@@ -3,7 +3,8 @@
 //! carrying a hash, no dashboard endpoint, not the live stream, and not the dashboard's own
 //! database holds an argon2 hash or the password.
 
-use dashboard::Upstream;
+mod common;
+
 use ferry_testkit::{DEADLINE, Harness, Http, consume_raw, produce_raw};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -59,21 +60,7 @@ async fn read_stream(mut stream: reqwest::Response, done: impl Fn(&str) -> bool)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_hash_never_served() {
     let harness = Harness::start().await;
-    let config = harness.config();
-    let producer = users::start_producer(config.clone(), harness.token())
-        .await
-        .unwrap();
-    let consumer = users::start_consumer(config.clone(), harness.token())
-        .await
-        .unwrap();
-    let upstreams = vec![
-        Upstream::new("users-producer", format!("http://{}", producer.addr)),
-        Upstream::new("users-consumer", format!("http://{}", consumer.addr)),
-    ];
-    let handle = dashboard::start(config, upstreams, harness.token())
-        .await
-        .unwrap();
-    let http = Http::new(handle.addr);
+    let http = common::dashboard_with_users(&harness).await;
     // Open before anything happens: every later event reaches it.
     let stream = reqwest::get(format!("{}/api/ferry/events/stream", http.base()))
         .await

@@ -3,29 +3,16 @@
 //! (`/svc/users-consumer/tasks/{taskId}`); this drives the same requests against the real users
 //! services on the built-in broker.
 
-use dashboard::Upstream;
-use ferry_testkit::{Harness, Http};
+mod common;
+
+use ferry_testkit::Harness;
 use reqwest::StatusCode;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_sign_up_is_shown_rejected_with_its_reason() {
     let harness = Harness::start().await;
-    let config = harness.config();
-    let producer = users::start_producer(config.clone(), harness.token())
-        .await
-        .unwrap();
-    let consumer = users::start_consumer(config.clone(), harness.token())
-        .await
-        .unwrap();
-    let upstreams = vec![
-        Upstream::new("users-producer", format!("http://{}", producer.addr)),
-        Upstream::new("users-consumer", format!("http://{}", consumer.addr)),
-    ];
-    let handle = dashboard::start(config, upstreams, harness.token())
-        .await
-        .unwrap();
-    let http = Http::new(handle.addr);
+    let http = common::dashboard_with_users(&harness).await;
 
     // The page polls this path for the outcome of the task it sent.
     let script = reqwest::get(format!("{}/app.js", http.base()))
