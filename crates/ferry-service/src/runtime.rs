@@ -120,10 +120,7 @@ impl Runtime {
             }
         };
         let transport = Transport::of(&config);
-        let publisher = transport
-            .publisher()?
-            .for_service(name)
-            .with_source(format!("/ferry/{name}"));
+        let publisher = transport.publisher()?.for_service(name);
         Ok(Runtime {
             name,
             config,

@@ -17,7 +17,8 @@ use crate::transport::{OutgoingMessage, Receipt, SendError, Sender};
 #[derive(Clone, Debug)]
 pub struct Publisher {
     sender: Arc<dyn Sender>,
-    /// The CloudEvents `source` stamped on what this publisher sends without one.
+    /// The CloudEvents `source` stamped on what this publisher sends without one, derived from
+    /// `service` (kept built so sending does not format it each time).
     source: Arc<str>,
     /// The service whose metrics this publisher (and the relays and routers using it) record,
     /// as their `service` label; empty outside a service.
@@ -41,10 +42,13 @@ impl Publisher {
         Publisher::from_arc(Arc::new(sender))
     }
 
-    /// This publisher, recording its metrics (and those of the relays and routers that use
-    /// it) with `service` as their `service` label, so each service's `/metrics` shows its own.
+    /// This publisher as service `service`'s: it records its metrics (and those of the relays
+    /// and routers that use it) with `service` as their `service` label, so each service's
+    /// `/metrics` shows its own, and every CloudEvent it sends without a `ce_source` gets
+    /// `/ferry/<service>` (the outbox relay sends through it, so staged events get it too).
     pub fn for_service(mut self, service: &'static str) -> Publisher {
         self.service = service;
+        self.source = format!("{}/{service}", envelope::DEFAULT_SOURCE).into();
         self
     }
 
@@ -62,15 +66,7 @@ impl Publisher {
         }
     }
 
-    /// Names the sending service: every CloudEvent it sends without a `ce_source` gets this
-    /// one (`/ferry/<service>` for Ferry's services). The outbox relay sends through the
-    /// service's publisher, so staged events get it too.
-    pub fn with_source(mut self, source: impl Into<String>) -> Publisher {
-        self.source = source.into().into();
-        self
-    }
-
-    /// A publisher with this one's source over another sender.
+    /// A publisher for the same service over another sender.
     pub(crate) fn with_sender(&self, sender: impl Sender) -> Publisher {
         Publisher {
             sender: Arc::new(sender),
